@@ -1,0 +1,511 @@
+"""Configuration: the YAML schema, validated once at load into frozen objects.
+
+Every other module receives the typed section it needs; nothing parses raw
+config values at the point of use.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# --- value types -------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like "300", "5m", "1.5h", "5d"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m, 1h or 5d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+    raise ValueError("expected a duration such as 30s, 5m, 1h or 5d")
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from a number or a string like "50MB", "512k", "1GiB"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512k, 50MB or 1G")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            unit = (m.group(2) or "b").lower()[0]
+            return int(m.group(1)) * {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+    raise ValueError("expected a size such as 512k, 50MB or 1G")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A host and a port, as written "host:port" or "[v6addr]:port"."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_hostport(value: Any, default_port: int | None = None) -> HostPort:
+    """Parse "host:port", "[::1]:port" or, given a default port, a bare host."""
+    if isinstance(value, HostPort):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError('expected "host:port"')
+    text = value.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError('expected "[ipv6-address]:port"')
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError('expected "[ipv6-address]:port"')
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif text.count(":") > 1:
+        raise ValueError('write IPv6 addresses as "[address]:port"')
+    if not port_text:
+        if default_port is None:
+            raise ValueError('missing port: expected "host:port"')
+        return HostPort(host, default_port)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port {port_text!r} is not a number from 1 to 65535")
+    if not host:
+        raise ValueError('missing host: expected "host:port"')
+    return HostPort(host, int(port_text))
+
+
+def _listen_address(value: Any) -> HostPort:
+    return parse_hostport(value)
+
+
+ListenAddress = Annotated[HostPort, BeforeValidator(_listen_address)]
+
+
+def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str):
+        raise ValueError("expected a network such as 192.0.2.0/24")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP network: {exc}") from None
+
+
+Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
+
+_SENDER_PATTERN_RE = re.compile(r"^(@[^@\s]+|[^@\s]+@[^@\s]+|\*)$")
+
+
+def _sender_pattern(value: Any) -> str:
+    if not isinstance(value, str) or not _SENDER_PATTERN_RE.match(value.strip()):
+        raise ValueError(
+            'expected "user@domain", "@domain" (any address at the domain) or "*" (any)'
+        )
+    return value.strip().lower()
+
+
+SenderPattern = Annotated[str, BeforeValidator(_sender_pattern)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections -----------------------------------------------------------------
+
+
+class TLSFiles(_Section):
+    """A certificate chain and its private key, both PEM."""
+
+    cert: Path
+    key: Path
+
+
+class SmtpUser(_Section):
+    """An SMTP AUTH account for an application."""
+
+    username: str = Field(min_length=1)
+    password_hash: str
+    allowed_senders: list[SenderPattern] = Field(min_length=1)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2(cls, v: str) -> str:
+        if not v.startswith("$argon2"):
+            raise ValueError("must be an argon2 hash; create one with `sealgate hash-password`")
+        return v
+
+
+class ClientCert(_Section):
+    """Identifies an upstream by its TLS client certificate."""
+
+    subject: str | None = None  # matches the subject CN or any DNS subjectAltName
+    fingerprint_sha256: str | None = None
+
+    @field_validator("fingerprint_sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        clean = v.replace(":", "").strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", clean):
+            raise ValueError("expected 64 hex digits (colons allowed)")
+        return clean
+
+    @model_validator(mode="after")
+    def _one(self) -> ClientCert:
+        if not self.subject and not self.fingerprint_sha256:
+            raise ValueError("give subject, fingerprint_sha256 or both")
+        return self
+
+
+class Connector(_Section):
+    """A trusted upstream (M365, Workspace, an app server) that relays without AUTH."""
+
+    name: str = Field(min_length=1)
+    networks: list[Network] = Field(min_length=1)
+    client_cert: ClientCert | None = None
+    # Microsoft's sending ranges are shared by every tenant: pin to ours.
+    m365_tenant_ids: list[str] = []
+    allowed_senders: list[SenderPattern] = ["*"]
+
+    @field_validator("m365_tenant_ids")
+    @classmethod
+    def _guids(cls, v: list[str]) -> list[str]:
+        out = []
+        for t in v:
+            t = t.strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", t):
+                raise ValueError(f"{t!r} is not a tenant id (a GUID)")
+            out.append(t)
+        return out
+
+
+class SmtpConfig(_Section):
+    """Inbound SMTP: listeners, TLS, who may relay, limits."""
+
+    listen: list[ListenAddress] = [HostPort("127.0.0.1", 2525)]
+    listen_implicit_tls: list[ListenAddress] = []
+    tls: TLSFiles | None = None
+    users: list[SmtpUser] = []
+    connectors: list[Connector] = []
+    max_message_size: Size = 50 * 1024 * 1024
+    max_recipients: int = Field(default=1000, ge=1)
+    max_hops: int = Field(default=50, ge=1)
+    max_connections: int = Field(default=1000, ge=1)
+    command_timeout: Duration = 300.0
+    data_timeout: Duration = 600.0
+    proxy_protocol: bool = False
+    proxy_protocol_timeout: Duration = 5.0
+    banner: str | None = None
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, v: list[SmtpUser]) -> list[SmtpUser]:
+        seen: set[str] = set()
+        for u in v:
+            if u.username in seen:
+                raise ValueError(f"username {u.username!r} appears twice")
+            seen.add(u.username)
+        return v
+
+    @model_validator(mode="after")
+    def _some_listener(self) -> SmtpConfig:
+        if not self.listen and not self.listen_implicit_tls:
+            raise ValueError("needs at least one address in listen or listen_implicit_tls")
+        return self
+
+
+class RetryConfig(_Section):
+    """When to try again after a temporary failure (Postfix's defaults in spirit)."""
+
+    first: Duration = 300.0
+    max_backoff: Duration = 4000.0
+    lifetime: Duration = 5 * 86400.0
+    delay_warning: Duration | None = None  # e.g. 4h: tell the sender mail is still waiting
+
+
+class DeliveryConfig(_Section):
+    """Outbound delivery."""
+
+    relay_host: HostPort | None = None
+    mx_port: int = Field(default=25, ge=1, le=65535)
+    tls_ca_file: Path | None = None
+    connect_timeout: Duration = 30.0
+    command_timeout: Duration = 300.0
+    max_connections: int = Field(default=100, ge=1)
+    max_per_destination: int = Field(default=20, ge=1)
+    max_recipients_per_transaction: int = Field(default=50, ge=1)
+    connection_reuse_time: Duration = 300.0
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("relay_host", mode="before")
+    @classmethod
+    def _relay(cls, v: Any) -> HostPort | None:
+        return None if v is None else parse_hostport(v, default_port=25)
+
+
+class DnsConfig(_Section):
+    """Resolver settings; default is the system resolver."""
+
+    nameservers: list[HostPort] = []
+    timeout: Duration = 5.0
+
+    @field_validator("nameservers", mode="before")
+    @classmethod
+    def _servers(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        return [parse_hostport(s, default_port=53) for s in v]
+
+
+class DkimKey(_Section):
+    """A DKIM signing key for one sender domain."""
+
+    domain: str = Field(min_length=1)
+    selector: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    key: Path
+
+    @field_validator("domain")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.strip().rstrip(".").lower()
+
+
+class PortalConfig(_Section):
+    """Where the recipient portal listens and how links to it are written."""
+
+    listen: ListenAddress = HostPort("127.0.0.1", 8025)
+    base_url: str = "http://127.0.0.1:8025"
+
+
+class LogConfig(_Section):
+    """Logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    """The whole configuration."""
+
+    data_dir: Path = Path("sealgate-data")
+    hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
+    smtp: SmtpConfig = SmtpConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    dns: DnsConfig = DnsConfig()
+    dkim: list[DkimKey] = []
+    portal: PortalConfig = PortalConfig()
+    log: LogConfig = LogConfig()
+
+    @field_validator("dkim")
+    @classmethod
+    def _one_key_per_domain(cls, v: list[DkimKey]) -> list[DkimKey]:
+        seen: set[str] = set()
+        for k in v:
+            if k.domain in seen:
+                raise ValueError(f"domain {k.domain!r} has more than one key")
+            seen.add(k.domain)
+        return v
+
+    def dkim_for(self, domain: str) -> DkimKey | None:
+        """The signing key configured for a sender domain, if any."""
+        domain = domain.lower().rstrip(".")
+        for k in self.dkim:
+            if k.domain == domain:
+                return k
+        return None
+
+
+# --- loading and error reporting --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration: where, and why."""
+
+    path: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.path or '(top level)'}{where}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; carries every problem found."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _line_index(node: yaml.Node | None) -> dict[tuple[int | str, ...], int]:
+    """Map key paths to 1-based line numbers from a composed YAML tree."""
+    index: dict[tuple[int | str, ...], int] = {}
+
+    def walk(n: yaml.Node, path: tuple[int | str, ...]) -> None:
+        index[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+                index[(*path, key)] = k.start_mark.line + 1
+                walk(v, (*path, key))
+                index[(*path, key)] = k.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*path, i))
+
+    if node is not None:
+        walk(node, ())
+    return index
+
+
+def _nearest_line(
+    index: dict[tuple[int | str, ...], int], loc: tuple[int | str, ...]
+) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in index:
+            return index[loc[:end]]
+    return None
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # pydantic inserts union member names and validator tags into locations.
+    return tuple(
+        p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+    )
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    """Make relative file paths relative to the config file's folder."""
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    smtp, delivery = cfg.smtp, cfg.delivery
+    if smtp.tls:
+        tls = smtp.tls.model_copy(update={"cert": fix(smtp.tls.cert), "key": fix(smtp.tls.key)})
+        smtp = smtp.model_copy(update={"tls": tls})
+    if delivery.tls_ca_file:
+        delivery = delivery.model_copy(update={"tls_ca_file": fix(delivery.tls_ca_file)})
+    dkim = [k.model_copy(update={"key": fix(k.key)}) for k in cfg.dkim]
+    return cfg.model_copy(
+        update={"data_dir": fix(cfg.data_dir), "smtp": smtp, "delivery": delivery, "dkim": dkim}
+    )
+
+
+def _file_problems(cfg: Config) -> Iterator[Problem]:
+    def check(path: Path, where: str) -> Iterator[Problem]:
+        if not path.is_file():
+            yield Problem(where, f"file {path} does not exist")
+        else:
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                yield Problem(where, f"cannot read {path}: {exc.strerror}")
+
+    if cfg.smtp.tls:
+        yield from check(cfg.smtp.tls.cert, "smtp.tls.cert")
+        yield from check(cfg.smtp.tls.key, "smtp.tls.key")
+    if cfg.delivery.tls_ca_file:
+        yield from check(cfg.delivery.tls_ca_file, "delivery.tls_ca_file")
+    for i, k in enumerate(cfg.dkim):
+        yield from check(k.key, f"dkim[{i}].key")
+
+
+def parse(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate YAML text into a Config; raise ConfigError listing every problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(source, [Problem("", f"not valid YAML: {exc}", line)]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [Problem("", "the top level must be a mapping of keys")])
+    lines = _line_index(node)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _clean_loc(tuple(err["loc"]))
+            reason = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                reason = "unknown key"
+            elif err["type"] == "missing":
+                reason = "required key is missing"
+            problems.append(Problem(_format_loc(loc), reason, _nearest_line(lines, loc)))
+        raise ConfigError(source, problems) from None
+    cfg = _resolve_paths(cfg, base or Path.cwd())
+    problems = list(_file_problems(cfg))
+    if problems:
+        for i, p in enumerate(problems):
+            loc = tuple(int(x) if x.isdigit() else x for x in re.split(r"[.\[\]]+", p.path) if x)
+            problems[i] = Problem(p.path, p.reason, _nearest_line(lines, loc))
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load(path: Path | None) -> Config:
+    """Load the config file at path, or the embedded default when path is None."""
+    if path is None:
+        return parse("{}", "<embedded default>", Path.cwd())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [Problem("", "not UTF-8 text")]) from None
+    return parse(text, str(path), path.resolve().parent)
