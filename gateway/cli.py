@@ -21,7 +21,7 @@ CommandFunc = Callable[[Config, argparse.Namespace], int]
 _COMMAND_MODULES = (
     "gateway.basecli",
     "gateway.queuecli",
-    "gateway.dkim",
+    "gateway.keyscli",
     "gateway.dnsrecords",
     "gateway.scancli",
 )

@@ -334,21 +334,18 @@ class Config(_Section):
 
     @field_validator("dkim")
     @classmethod
-    def _one_key_per_domain(cls, v: list[DkimKey]) -> list[DkimKey]:
-        seen: set[str] = set()
+    def _unique_selectors(cls, v: list[DkimKey]) -> list[DkimKey]:
+        seen: set[tuple[str, str]] = set()
         for k in v:
-            if k.domain in seen:
-                raise ValueError(f"domain {k.domain!r} has more than one key")
-            seen.add(k.domain)
+            if (k.domain, k.selector) in seen:
+                raise ValueError(f"selector {k.selector!r} of {k.domain!r} appears twice")
+            seen.add((k.domain, k.selector))
         return v
 
-    def dkim_for(self, domain: str) -> DkimKey | None:
-        """The signing key configured for a sender domain, if any."""
+    def dkim_for(self, domain: str) -> list[DkimKey]:
+        """The signing keys configured for a sender domain (RSA and Ed25519 may both sign)."""
         domain = domain.lower().rstrip(".")
-        for k in self.dkim:
-            if k.domain == domain:
-                return k
-        return None
+        return [k for k in self.dkim if k.domain == domain]
 
 
 # --- loading and error reporting --------------------------------------------
