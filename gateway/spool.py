@@ -1,0 +1,789 @@
+"""The durable, encrypted queue: the only hand-off between inbound and outbound.
+
+Layout under data_dir/spool/:
+
+    q/<ID>            written once: one JSON header line (envelope, size, meta),
+                      then the body sealed with gateway.sealing (aad: the header)
+    q/<ID>.state      delivery state, replaced atomically; absent until the
+                      first delivery attempt (every recipient pending)
+    q/.<name>.tmp*    files being written; leftovers of a crash, removed at start
+    control/<REQ>.<action>.<target>   requests from `sealgate queue` to the daemon
+    corrupt/          files that could not be parsed, kept for an operator
+
+Durability: a message file is written to a temporary name, fsynced and renamed;
+put() returns only after the directory holding the new name is fsynced too.
+Concurrent puts share that directory fsync (group commit), and every write and
+fsync runs in a small thread pool, several at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from gateway import log
+from gateway.message import Envelope, QueuedMessage, RecipientStatus
+from gateway.safeio import fsync_dir, write_file
+from gateway.sealing import MasterKey, SealError, WrongKeyError
+
+SPOOL_DIRNAME = "spool"
+LOCK_FILENAME = "sealgate.lock"
+FORMAT_VERSION = 1
+
+ControlAction = Literal["retry", "delete"]
+CONTROL_ACTIONS: tuple[ControlAction, ...] = ("retry", "delete")
+ALL = "ALL"  # control target meaning every message queued when the request was made
+
+_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+_ID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{18}")
+_RANDOM_BITS = 40
+_MAX_HEADER = 16 * 1024 * 1024
+_WRITE_CHUNK = 1 << 20
+_STATE_SUFFIX = ".state"
+_AAD_PREFIX = b"sealgate spool v1\n"
+_RECIPIENT_FIELDS = frozenset(f.name for f in fields(RecipientStatus))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+_T = TypeVar("_T")
+
+
+class SpoolError(Exception):
+    """A storage failure; inbound answers 451 4.3.0."""
+
+
+class SpoolFull(SpoolError):
+    """The disk (or quota) is full; inbound answers 452 4.3.1."""
+
+
+class MessageNotFound(SpoolError):
+    """No queued message has that id (any more)."""
+
+
+class MessageCorrupt(SpoolError):
+    """A message file failed to parse or authenticate; it was moved to spool/corrupt/."""
+
+
+class AlreadyRunning(Exception):
+    """Another sealgate process holds the data directory's lock."""
+
+
+# --- queue ids -------------------------------------------------------------------
+
+
+def new_id() -> str:
+    """A unique, filename-safe id that sorts by creation time (18 base32 characters)."""
+    value = ((time.time_ns() // 1_000_000) << _RANDOM_BITS) | secrets.randbits(_RANDOM_BITS)
+    out = []
+    for _ in range(18):
+        out.append(_ID_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def valid_id(text: str) -> bool:
+    """True if text has the shape of a queue id (and so is safe as a file name)."""
+    return _ID_RE.fullmatch(text) is not None
+
+
+def _check_id(msg_id: str) -> None:
+    if not valid_id(msg_id):
+        raise ValueError("not a queue id")
+
+
+# --- the daemon lock ---------------------------------------------------------------
+
+
+class DaemonLock:
+    """An exclusive flock on data_dir/sealgate.lock, held while the gateway runs."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases the flock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DaemonLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def acquire_daemon_lock(data_dir: Path, timeout: float = 0.0) -> DaemonLock:
+    """Take the data directory's lock, waiting up to timeout seconds; else AlreadyRunning."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / LOCK_FILENAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        _adopt_owner(path, data_dir)
+    except BaseException:
+        os.close(fd)
+        raise
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                who = f" (pid {holder})" if holder.isdigit() else ""
+                raise AlreadyRunning(
+                    f"another sealgate process{who} is using {data_dir} (lock {path})"
+                ) from None
+            time.sleep(0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+    # The pid is only informative (error messages); the flock is what counts.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return DaemonLock(fd, path)
+
+
+def daemon_running(data_dir: Path) -> bool:
+    """True while some process holds the data directory's lock."""
+    try:
+        fd = os.open(data_dir / LOCK_FILENAME, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock if we got it
+    return False
+
+
+# --- helpers -----------------------------------------------------------------------
+
+
+def _storage_error(exc: BaseException, what: str) -> SpoolError:
+    if isinstance(exc, SpoolError):
+        return exc
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return SpoolFull(f"{what}: {exc.strerror}{where}")
+        return SpoolError(f"{what}: {exc.strerror or exc}{where}")
+    return SpoolError(f"{what}: {type(exc).__name__}")
+
+
+def _adopt_owner(path: Path, like: Path) -> None:
+    """Give path the owner of like when we run as root and they differ.
+
+    An admin running `sealgate queue ...` as root must not leave files the
+    gateway's own user cannot read or replace.
+    """
+    if os.geteuid() != 0:
+        return
+    want = os.stat(like)
+    have = os.stat(path, follow_symlinks=False)
+    if (have.st_uid, have.st_gid) != (want.st_uid, want.st_gid):
+        os.chown(path, want.st_uid, want.st_gid, follow_symlinks=False)
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        written = os.writev(fd, views[:512])
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
+
+
+def _dumps(obj: Any) -> bytes:
+    # ensure_ascii keeps the header one line whatever the addresses contain.
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of a dataclass tree (Envelope.to_json without asdict's deep copies)."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    if names is not None:
+        return {n: _plain(getattr(value, n)) for n in names}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _envelope_json(envelope: Envelope) -> dict[str, Any]:
+    # Same shape as Envelope.to_json, which costs a deep copy per field: on the
+    # put() path of every message that adds up.
+    out: dict[str, Any] = _plain(envelope)
+    return out
+
+
+def _envelope(raw: Any) -> Envelope:
+    env = Envelope.from_json(raw)
+    if not isinstance(env.mail_from, str) or not isinstance(raw["rcpt_to"], list):
+        raise ValueError("malformed envelope")
+    if not env.rcpt_to or not all(isinstance(r, str) for r in env.rcpt_to):
+        raise ValueError("malformed recipient list")
+    return env
+
+
+@dataclass
+class SpoolStats:
+    """Counters for tests and metrics."""
+
+    puts: int = 0
+    dir_syncs: int = 0
+
+
+class _KeyedLocks:
+    """One asyncio.Lock per message id, dropped when nobody uses it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+# --- the spool -----------------------------------------------------------------------
+
+
+class Spool:
+    """Durable encrypted message queue under data_dir/spool."""
+
+    def __init__(self, data_dir: Path, key: MasterKey | None, *, io_threads: int = 8) -> None:
+        # key may be None for read-only users that never open bodies (`queue list`).
+        self.dir = data_dir / SPOOL_DIRNAME
+        self.qdir = self.dir / "q"
+        self.control_dir = self.dir / "control"
+        self.corrupt_dir = self.dir / "corrupt"
+        self._key = key
+        self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="spool-io")
+        self._callbacks: list[Callable[[QueuedMessage], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._locks = _KeyedLocks()
+        self._batch: list[asyncio.Future[None]] = []
+        self._abandoned: set[str] = set()
+        self._wake: asyncio.Event | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+        self.stats = SpoolStats()
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the directories, clear crash leftovers, start the group-commit task."""
+        if self._closed:
+            raise SpoolError("spool is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self._prepare)
+        except OSError as exc:
+            raise _storage_error(exc, "cannot prepare the spool") from exc
+        self._wake = asyncio.Event()
+        self._committer = asyncio.create_task(self._commit_loop(), name="spool-commit")
+        self._started = True
+
+    async def close(self) -> None:
+        """Wait for pending writes, stop the commit task and the I/O threads."""
+        if self._closed:
+            return
+        self._closed = True
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._committer is not None and self._wake is not None:
+            self._started = False
+            self._wake.set()
+            await self._committer
+            self._committer = None
+        self._pool.shutdown(wait=False)
+
+    def _prepare(self) -> None:
+        for d in (self.dir, self.qdir, self.control_dir, self.corrupt_dir):
+            if not d.is_dir():
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _adopt_owner(d, self.dir.parent)
+                # A new directory's own name must be durable before files in it are.
+                fsync_dir(d.parent)
+        names = set(os.listdir(self.qdir))
+        for name in sorted(names):
+            path = self.qdir / name
+            if name.startswith("."):
+                path.unlink(missing_ok=True)
+                log.event("spool_leftover_removed", logging.WARNING, file=str(path))
+            elif name.endswith(_STATE_SUFFIX) and valid_id(name.removesuffix(_STATE_SUFFIX)):
+                if name.removesuffix(_STATE_SUFFIX) not in names:
+                    # Left by a crash between the two unlinks of remove().
+                    path.unlink(missing_ok=True)
+                    log.event("spool_orphan_state_removed", logging.WARNING, file=str(path))
+            elif not valid_id(name):
+                log.event("spool_unknown_file", logging.WARNING, file=str(path))
+        for name in os.listdir(self.control_dir):
+            if name.startswith("."):
+                (self.control_dir / name).unlink(missing_ok=True)
+                log.event(
+                    "spool_leftover_removed", logging.WARNING, file=str(self.control_dir / name)
+                )
+        fsync_dir(self.qdir)
+        fsync_dir(self.control_dir)
+
+    def _spawn(self, coro: Coroutine[Any, Any, _T], *, internal: bool = False) -> asyncio.Task[_T]:
+        # Storage operations run as tasks the spool owns, so a caller being
+        # cancelled never interrupts a write halfway and close() can wait for them.
+        if self._closed and not internal:
+            coro.close()
+            raise SpoolError("spool is closed")
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(_task_done)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- group commit ------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._batch = self._batch, []
+            if batch:
+                self.stats.dir_syncs += 1
+                try:
+                    await loop.run_in_executor(self._pool, fsync_dir, self.qdir)
+                except Exception as exc:
+                    for fut in batch:
+                        if not fut.done():
+                            fut.set_exception(_storage_error(exc, "cannot sync spool directory"))
+                else:
+                    for fut in batch:
+                        if not fut.done():
+                            fut.set_result(None)
+            if not self._started and not self._batch:
+                return
+
+    async def _sync_qdir(self) -> None:
+        """Return once every rename/unlink done so far in q/ is durable."""
+        if self._committer is None or self._wake is None or self._committer.done():
+            await asyncio.get_running_loop().run_in_executor(self._pool, fsync_dir, self.qdir)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.append(fut)
+        self._wake.set()
+        await fut
+
+    async def _run(self, func: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+
+    # --- put ---------------------------------------------------------------------------
+
+    def on_new(self, callback: Callable[[QueuedMessage], None]) -> None:
+        """Call callback (on the loop) with each message once its put() is durable."""
+        self._callbacks.append(callback)
+
+    async def put(
+        self, envelope: Envelope, data: bytes, meta: dict[str, Any] | None = None
+    ) -> QueuedMessage:
+        """Queue a message; return only when it is on disk. Raise SpoolFull or SpoolError."""
+        if not self._started:
+            raise SpoolError("spool is not running")
+        if self._key is None:
+            raise SpoolError("spool was opened without a master key")
+        rcpts = tuple(dict.fromkeys(envelope.rcpt_to))
+        if not rcpts:
+            raise ValueError("a message needs at least one recipient")
+        if rcpts != envelope.rcpt_to:
+            envelope = replace(envelope, rcpt_to=rcpts)
+        msg_id = new_id()
+        meta = dict(meta or {})
+        try:
+            header = _dumps(
+                {
+                    "v": FORMAT_VERSION,
+                    "id": msg_id,
+                    "created": time.time(),
+                    "size": len(data),
+                    "envelope": _envelope_json(envelope),
+                    "meta": meta,
+                }
+            )
+        except (TypeError, ValueError):
+            raise SpoolError("message metadata cannot be stored as JSON") from None
+        task = self._spawn(self._store(msg_id, header, data))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The caller gave up (client gone, shutdown): nobody acknowledged this
+            # message, so once the write finishes it is removed again.
+            if not task.done():
+                self._abandoned.add(msg_id)
+            elif not task.cancelled() and task.exception() is None:
+                with contextlib.suppress(SpoolError, RuntimeError):
+                    self._spawn(self._remove_locked(msg_id), internal=True)
+            raise
+        msg = QueuedMessage(
+            id=msg_id,
+            envelope=envelope,
+            size=len(data),
+            recipients=tuple(RecipientStatus(a) for a in rcpts),
+            next_attempt=0.0,
+            meta=meta,
+        )
+        self.stats.puts += 1
+        for callback in self._callbacks:
+            try:
+                callback(msg)
+            except Exception:
+                logging.getLogger(__name__).exception("on_new callback failed for %s", msg_id)
+        return msg
+
+    async def _store(self, msg_id: str, header: bytes, data: bytes) -> None:
+        try:
+            await self._run(self._write_message, msg_id, header, data)
+        except Exception as exc:
+            raise _storage_error(exc, "cannot write message") from exc
+        try:
+            await self._sync_qdir()
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                await self._run(self._unlink_message, msg_id)
+            raise _storage_error(exc, "cannot sync spool directory") from exc
+        if msg_id in self._abandoned:
+            self._abandoned.discard(msg_id)
+            await self._remove_locked(msg_id)
+
+    def _write_message(self, msg_id: str, header: bytes, data: bytes) -> None:
+        assert self._key is not None
+        tmp = self.qdir / f".{msg_id}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            pending = [header, b"\n"]
+            size = 0
+            for part in self._key.seal_parts(data, _AAD_PREFIX + header):
+                pending.append(part)
+                size += len(part)
+                if size >= _WRITE_CHUNK:
+                    _write_all(fd, pending)
+                    pending, size = [], 0
+            _write_all(fd, pending)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.rename(tmp, self.qdir / msg_id)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+
+    # --- reading -------------------------------------------------------------------------
+
+    def load_all(self) -> list[QueuedMessage]:
+        """Every queued message with its delivery state, oldest first."""
+        try:
+            names = os.listdir(self.qdir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in sorted(n for n in names if valid_id(n)):
+            msg = self._load(name)
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    def load(self, msg_id: str) -> QueuedMessage | None:
+        """One queued message with its state, or None if there is no such message."""
+        return self._load(msg_id) if valid_id(msg_id) else None
+
+    def ids(self) -> list[str]:
+        """Ids of every queued message, oldest first (no file is opened)."""
+        try:
+            return sorted(n for n in os.listdir(self.qdir) if valid_id(n))
+        except FileNotFoundError:
+            return []
+
+    def _load(self, msg_id: str) -> QueuedMessage | None:
+        path = self.qdir / msg_id
+        try:
+            with path.open("rb") as f:
+                line = f.readline(_MAX_HEADER)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.event("spool_read_failed", logging.ERROR, id=msg_id, error=str(exc))
+            return None
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("header line is missing or too long")
+            head = json.loads(line)
+            if head.get("v") != FORMAT_VERSION:
+                raise ValueError(f"unknown format version {head.get('v')!r}")
+            if head["id"] != msg_id:
+                raise ValueError("header names another message id")
+            envelope = _envelope(head["envelope"])
+            size = int(head["size"])
+            meta = head.get("meta") or {}
+            if not isinstance(meta, dict):
+                raise ValueError("metadata is not a mapping")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._quarantine(msg_id, f"unreadable header: {exc}")
+            return None
+        msg = QueuedMessage(
+            id=msg_id,
+            envelope=envelope,
+            size=size,
+            recipients=tuple(RecipientStatus(a) for a in envelope.rcpt_to),
+            next_attempt=0.0,
+            meta=meta,
+        )
+        return self._apply_state(msg)
+
+    def _apply_state(self, msg: QueuedMessage) -> QueuedMessage:
+        path = self.qdir / f"{msg.id}{_STATE_SUFFIX}"
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return msg
+        except OSError as exc:
+            log.event("spool_read_failed", logging.ERROR, id=msg.id, error=str(exc))
+            return msg
+        try:
+            state = json.loads(raw)
+            recipients = [
+                RecipientStatus(**{k: v for k, v in r.items() if k in _RECIPIENT_FIELDS})
+                for r in state["recipients"]
+            ]
+            return replace(
+                msg,
+                next_attempt=float(state["next_attempt"]),
+                attempts=int(state["attempts"]),
+                delay_warned=bool(state.get("delay_warned", False)),
+            ).with_recipients(recipients)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Without its state the message is retried to every recipient:
+            # duplicates are better than losing mail (delivery is at-least-once).
+            level = logging.ERROR if self._started else logging.INFO
+            log.event("spool_state_corrupt", level, id=msg.id, error=str(exc), action="reset")
+            if self._started:
+                self._move_to_corrupt(path)
+            return msg
+
+    async def read_body(self, msg_id: str) -> bytes:
+        """The unsealed message bytes. Raise MessageNotFound, MessageCorrupt or SpoolError."""
+        _check_id(msg_id)
+        if self._key is None:
+            raise SpoolError("spool was opened without a master key")
+        if self._closed:
+            raise SpoolError("spool is closed")
+        return await self._run(self._read_body, msg_id)
+
+    def _read_body(self, msg_id: str) -> bytes:
+        assert self._key is not None
+        try:
+            raw = (self.qdir / msg_id).read_bytes()
+        except FileNotFoundError:
+            raise MessageNotFound(f"no queued message {msg_id}") from None
+        except OSError as exc:
+            raise _storage_error(exc, f"cannot read message {msg_id}") from exc
+        end = raw.find(b"\n")
+        try:
+            if end < 0:
+                raise SealError("no header line")
+            return self._key.unseal(memoryview(raw)[end + 1 :], _AAD_PREFIX + raw[:end])
+        except WrongKeyError as exc:
+            # Most likely the operator replaced master.key: leave the file alone.
+            raise SpoolError(f"message {msg_id} was sealed under another master key") from exc
+        except SealError as exc:
+            self._quarantine(msg_id, f"body does not open: {exc}")
+            raise MessageCorrupt(f"message {msg_id} is corrupt: {exc}") from exc
+
+    # --- state and removal --------------------------------------------------------------
+
+    async def save_state(self, msg: QueuedMessage) -> None:
+        """Persist per-recipient status, next attempt, attempts and delay_warned atomically."""
+        _check_id(msg.id)
+        state = json.dumps(
+            {
+                "v": FORMAT_VERSION,
+                "next_attempt": msg.next_attempt,
+                "attempts": msg.attempts,
+                "delay_warned": msg.delay_warned,
+                "recipients": [r.to_json() for r in msg.recipients],
+            },
+            ensure_ascii=True,
+            separators=(",", ":"),
+            default=str,
+        ).encode()
+        await asyncio.shield(self._spawn(self._save_state(msg.id, state)))
+
+    async def _save_state(self, msg_id: str, state: bytes) -> None:
+        async with self._locks.hold(msg_id):
+            try:
+                await self._run(self._write_state, msg_id, state)
+                await self._sync_qdir()
+            except Exception as exc:
+                raise _storage_error(exc, f"cannot save state of {msg_id}") from exc
+
+    def _write_state(self, msg_id: str, state: bytes) -> None:
+        if not (self.qdir / msg_id).exists():
+            raise MessageNotFound(f"no queued message {msg_id}")
+        path = self.qdir / f"{msg_id}{_STATE_SUFFIX}"
+        write_file(path, state, sync_dir=False)
+        _adopt_owner(path, self.qdir)
+
+    async def remove(self, msg_id: str) -> None:
+        """Delete a message and its state durably (all recipients are final)."""
+        _check_id(msg_id)
+        await asyncio.shield(self._spawn(self._remove_locked(msg_id)))
+
+    async def _remove_locked(self, msg_id: str) -> None:
+        async with self._locks.hold(msg_id):
+            await self._remove_unlocked(msg_id)
+
+    async def _remove_unlocked(self, msg_id: str) -> None:
+        try:
+            await self._run(self._unlink_message, msg_id)
+            await self._sync_qdir()
+        except Exception as exc:
+            raise _storage_error(exc, f"cannot remove {msg_id}") from exc
+
+    def _unlink_message(self, msg_id: str) -> None:
+        # Message first: a crash in between leaves an orphan state file (cleaned
+        # at start), never a message without its state (which would resend it).
+        (self.qdir / msg_id).unlink(missing_ok=True)
+        (self.qdir / f"{msg_id}{_STATE_SUFFIX}").unlink(missing_ok=True)
+
+    # --- corrupt files -----------------------------------------------------------------
+
+    def _quarantine(self, msg_id: str, reason: str) -> None:
+        if not self._started:
+            # Read-only users (the CLI next to a running daemon) never move files;
+            # they report unreadable ids themselves, the daemon logs them loudly.
+            log.event("spool_corrupt", logging.INFO, id=msg_id, reason=reason, action="skipped")
+            return
+        dest = self._move_to_corrupt(self.qdir / msg_id)
+        self._move_to_corrupt(self.qdir / f"{msg_id}{_STATE_SUFFIX}")
+        log.event(
+            "spool_corrupt", logging.ERROR, id=msg_id, reason=reason, moved_to=str(dest or "")
+        )
+
+    def _move_to_corrupt(self, path: Path) -> Path | None:
+        dest = self.corrupt_dir / path.name
+        if dest.exists():
+            dest = self.corrupt_dir / f"{path.name}.{new_id()}"
+        try:
+            os.rename(path, dest)
+            fsync_dir(self.corrupt_dir)
+            fsync_dir(path.parent)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.event("spool_quarantine_failed", logging.ERROR, file=str(path), error=str(exc))
+            return None
+        return dest
+
+    # --- control requests --------------------------------------------------------------
+
+    def request_control(self, action: ControlAction, target: str) -> Path:
+        """Ask the running daemon to retry or delete a message (target: an id or ALL).
+
+        Returns the request file; it disappears once the daemon has taken the request.
+        """
+        if action not in CONTROL_ACTIONS:
+            raise ValueError(f"unknown control action {action!r}")
+        if target != ALL:
+            _check_id(target)
+        path = self.control_dir / f"{new_id()}.{action}.{target}"
+        try:
+            if not self.control_dir.is_dir():
+                self.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _adopt_owner(self.control_dir, self.dir)
+            write_file(path, b"")
+            _adopt_owner(path, self.control_dir)
+        except OSError as exc:
+            raise _storage_error(exc, "cannot write a control request") from exc
+        return path
+
+    def pending_control_requests(self) -> int:
+        """How many control requests the daemon has not taken yet."""
+        try:
+            return sum(1 for n in os.listdir(self.control_dir) if not n.startswith("."))
+        except FileNotFoundError:
+            return 0
+
+    def take_control_requests(self) -> list[tuple[str, str]]:
+        """Daemon side: consume pending requests as [(action, id)], ALL expanded to ids."""
+        try:
+            names = sorted(os.listdir(self.control_dir))
+        except FileNotFoundError:
+            return []
+        out: list[tuple[str, str]] = []
+        queued: list[str] | None = None
+        for name in names:
+            if name.startswith("."):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (self.control_dir / name).unlink()
+            parts = name.split(".")
+            if (
+                len(parts) != 3
+                or not valid_id(parts[0])
+                or parts[1] not in CONTROL_ACTIONS
+                or not (parts[2] == ALL or valid_id(parts[2]))
+            ):
+                log.event("spool_bad_control_request", logging.WARNING, file=name)
+                continue
+            req_id, action, target = parts
+            if target == ALL:
+                if queued is None:
+                    queued = self.ids()
+                # Only messages already queued when the request was made.
+                out.extend((action, i) for i in queued if i <= req_id)
+            else:
+                out.append((action, target))
+        return list(_unique(out))
+
+
+def _task_done(task: asyncio.Task[Any]) -> None:
+    # Mark the outcome as seen: a caller cancelled mid-operation never awaits it,
+    # and the failure was already turned into a SpoolError for whoever did.
+    if not task.cancelled():
+        task.exception()
+
+
+def _unique(items: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
+    return dict.fromkeys(items).keys()
