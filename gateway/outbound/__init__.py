@@ -1,0 +1,1 @@
+"""Outbound delivery: routes, SMTP sessions and the transport that reports per-recipient results."""
