@@ -291,7 +291,13 @@ class DnsConfig(_Section):
     def _servers(cls, v: Any) -> Any:
         if not isinstance(v, list):
             return v
-        return [parse_hostport(s, default_port=53) for s in v]
+        servers = [parse_hostport(s, default_port=53) for s in v]
+        for hp in servers:
+            try:
+                ipaddress.ip_address(hp.host)
+            except ValueError:
+                raise ValueError(f"{hp.host!r} is not an IP address") from None
+        return servers
 
 
 class DkimKey(_Section):

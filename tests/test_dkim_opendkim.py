@@ -1,28 +1,16 @@
-"""An independent verifier: OpenDKIM's opendkim-testmsg checks our signatures.
-
-opendkim-testmsg has no option for a name server: libopendkim asks the C
-library's resolver, which reads /etc/resolv.conf (nameservers only on port 53).
-Each run therefore gets a private mount namespace (`unshare -m`) in which a
-resolv.conf naming the test DNS server is bind-mounted over the real one; the
-machine's own file is never touched. OpenDKIM also insists on RFC 5322's
-mandatory Date: and From: fields, or it reports a syntax error.
-"""
+"""An independent verifier: OpenDKIM's opendkim-testmsg checks our signatures."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway import dkim
 from gateway.config import DkimKey
+from tests.peers import opendkim
 from tests.peers.dns import DnsServer
-
-TestMsg = Callable[[bytes], "subprocess.CompletedProcess[bytes]"]
-TESTMSG = shutil.which("opendkim-testmsg") or "/usr/sbin/opendkim-testmsg"
+from tests.peers.opendkim import TestMsg
 
 MESSAGE = (
     b"From: Dr Alice <alice@clinic.example>\r\n"
@@ -39,7 +27,7 @@ MESSAGE = (
 )
 
 pytestmark = pytest.mark.skipif(
-    not Path(TESTMSG).exists(), reason="opendkim-testmsg missing: apt-get install opendkim-tools"
+    not opendkim.available(), reason="opendkim-testmsg missing: apt-get install opendkim-tools"
 )
 
 
@@ -60,26 +48,10 @@ def testmsg(tmp_path: Path, dns_server: DnsServer) -> TestMsg:
     """Run opendkim-testmsg (verify mode) with the test DNS server as its resolver."""
     if dns_server.port != 53:
         pytest.skip("resolv.conf can only name a server on port 53")
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {dns_server.address}\noptions attempts:3 timeout:5\n")
-    probe = subprocess.run(
-        ["unshare", "-m", "mount", "--bind", str(resolv), "/etc/resolv.conf"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a private mount namespace here: {probe.stderr.strip()}")
-    script = f'mount --bind "{resolv}" /etc/resolv.conf && exec "{TESTMSG}"'
-
-    def run(message: bytes) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            ["unshare", "-m", "sh", "-c", script],
-            input=message,
-            capture_output=True,
-            timeout=120,
-        )
-
-    return run
+    try:
+        return opendkim.verifier(dns_server.address, tmp_path)
+    except opendkim.CannotIsolate as exc:
+        pytest.skip(f"cannot make a private mount namespace here: {exc}")
 
 
 @pytest.mark.parametrize("selector", ["rsa1", "ed1"])
