@@ -222,6 +222,8 @@ class SmtpConfig(_Section):
     listen: list[ListenAddress] = [HostPort("127.0.0.1", 2525)]
     listen_implicit_tls: list[ListenAddress] = []
     tls: TLSFiles | None = None
+    # CA bundle that verifies connectors' TLS client certificates (default: the system CAs).
+    client_ca_file: Path | None = None
     users: list[SmtpUser] = []
     connectors: list[Connector] = []
     max_message_size: Size = 50 * 1024 * 1024
@@ -248,6 +250,10 @@ class SmtpConfig(_Section):
     def _some_listener(self) -> SmtpConfig:
         if not self.listen and not self.listen_implicit_tls:
             raise ValueError("needs at least one address in listen or listen_implicit_tls")
+        if self.proxy_protocol and self.listen_implicit_tls:
+            raise ValueError(
+                "proxy_protocol works on listen only; terminate implicit TLS at the proxy"
+            )
         return self
 
 
@@ -436,6 +442,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     if smtp.tls:
         tls = smtp.tls.model_copy(update={"cert": fix(smtp.tls.cert), "key": fix(smtp.tls.key)})
         smtp = smtp.model_copy(update={"tls": tls})
+    if smtp.client_ca_file:
+        smtp = smtp.model_copy(update={"client_ca_file": fix(smtp.client_ca_file)})
     if delivery.tls_ca_file:
         delivery = delivery.model_copy(update={"tls_ca_file": fix(delivery.tls_ca_file)})
     dkim = [k.model_copy(update={"key": fix(k.key)}) for k in cfg.dkim]
@@ -458,6 +466,8 @@ def _file_problems(cfg: Config) -> Iterator[Problem]:
     if cfg.smtp.tls:
         yield from check(cfg.smtp.tls.cert, "smtp.tls.cert")
         yield from check(cfg.smtp.tls.key, "smtp.tls.key")
+    if cfg.smtp.client_ca_file:
+        yield from check(cfg.smtp.client_ca_file, "smtp.client_ca_file")
     if cfg.delivery.tls_ca_file:
         yield from check(cfg.delivery.tls_ca_file, "delivery.tls_ca_file")
     for i, k in enumerate(cfg.dkim):

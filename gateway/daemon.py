@@ -212,7 +212,7 @@ def _inbound_tls_context(cfg: Config) -> ssl.SSLContext:
     else:
         generated = ensure_self_signed(cfg.data_dir, cfg.hostname)
         cert, key = generated.cert, generated.key
-    client_ca: Path | None = getattr(cfg.smtp, "client_ca_file", None)
+    client_ca: Path | None = cfg.smtp.client_ca_file
     try:
         return server_context(cert, key, client_ca)
     except (OSError, ssl.SSLError) as exc:
