@@ -511,10 +511,19 @@ def parse(text: str, source: str = "<config>", base: Path | None = None) -> Conf
     return cfg
 
 
+# Without a config file the gateway must work out of the box on one machine: like
+# Postfix's default mynetworks, it trusts this host's loopback and nobody else.
+EMBEDDED_DEFAULT = """\
+smtp:
+  connectors:
+    - {name: localhost, networks: ["127.0.0.0/8", "::1/128"]}
+"""
+
+
 def load(path: Path | None) -> Config:
     """Load the config file at path, or the embedded default when path is None."""
     if path is None:
-        return parse("{}", "<embedded default>", Path.cwd())
+        return parse(EMBEDDED_DEFAULT, "<embedded default>", Path.cwd())
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

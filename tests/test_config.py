@@ -19,6 +19,7 @@ def test_embedded_default_matches_contract() -> None:
     assert cfg.data_dir == Path.cwd() / "sealgate-data"
     assert cfg.delivery.retry.first == 300
     assert cfg.delivery.retry.lifetime == 5 * 86400
+    assert [str(n) for n in cfg.smtp.connectors[0].networks] == ["127.0.0.0/8", "::1/128"]
 
 
 def test_every_problem_is_reported_with_path_and_line() -> None:
