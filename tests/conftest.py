@@ -14,9 +14,9 @@ from tests.peers.gateway import GatewayFactory
 from tests.peers.postfix import PostfixFactory, postfix_available
 from tests.peers.sink import SinkFactory
 
-# 127.0.0.53 is where systemd-resolved listens on machines that run it; the second
-# address keeps the suite usable there.
-_DNS_ADDRESSES = (("127.0.0.53", 53), ("127.0.53.53", 53))
+# Away from 127.0.0.53, where systemd-resolved listens on machines that run it; several
+# candidates so that a second test run on the same machine still finds one free.
+_DNS_ADDRESSES = tuple((f"127.0.53.{n}", 53) for n in range(53, 63))
 
 
 @pytest.fixture(scope="session")

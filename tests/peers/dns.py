@@ -73,6 +73,8 @@ class _Zone:
 
     def answer(self, request: DNSRecord, protocol: str) -> DNSRecord | None:
         reply = request.reply(ra=0, aa=1)
+        # Not a validating resolver: never vouch for DNSSEC (DANE trusts only AD=1).
+        reply.header.ad = 0
         if not request.questions:
             reply.header.rcode = RCODE.FORMERR
             return reply

@@ -262,6 +262,10 @@ class GatewayProcess:
         for t in self._readers:
             t.join(timeout=10)
         self._readers = []
+        if self.proc is not None:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
 
     def __enter__(self) -> GatewayProcess:
         return self.start()

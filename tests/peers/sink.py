@@ -365,7 +365,8 @@ class SmtpSink:
                 data = envelope.content
             self.messages.append(
                 Received(
-                    envelope.mail_from or "",
+                    # aiosmtpd keeps the null sender as "<>"; tests compare with "".
+                    "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
                     list(envelope.rcpt_tos),
                     data,
                     self._tls_info(session),
