@@ -319,6 +319,14 @@ class DkimKey(_Section):
         return v.strip().rstrip(".").lower()
 
 
+class PolicyConfig(_Section):
+    """The PHI policy engine: which ruleset, and the budget for scanning one message."""
+
+    rules: Path | None = None  # default: the ruleset shipped in policies/default.yaml
+    workers: int = Field(default=0, ge=0)  # scanning processes; 0 = one per CPU
+    timeout: Duration = 60.0  # a scan taking longer is a temporary failure (451), never a pass
+
+
 class PortalConfig(_Section):
     """Where the recipient portal listens and how links to it are written."""
 
@@ -341,6 +349,7 @@ class Config(_Section):
     delivery: DeliveryConfig = DeliveryConfig()
     dns: DnsConfig = DnsConfig()
     dkim: list[DkimKey] = []
+    policy: PolicyConfig = PolicyConfig()
     portal: PortalConfig = PortalConfig()
     log: LogConfig = LogConfig()
 
@@ -447,8 +456,17 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     if delivery.tls_ca_file:
         delivery = delivery.model_copy(update={"tls_ca_file": fix(delivery.tls_ca_file)})
     dkim = [k.model_copy(update={"key": fix(k.key)}) for k in cfg.dkim]
+    policy = cfg.policy
+    if policy.rules:
+        policy = policy.model_copy(update={"rules": fix(policy.rules)})
     return cfg.model_copy(
-        update={"data_dir": fix(cfg.data_dir), "smtp": smtp, "delivery": delivery, "dkim": dkim}
+        update={
+            "data_dir": fix(cfg.data_dir),
+            "smtp": smtp,
+            "delivery": delivery,
+            "dkim": dkim,
+            "policy": policy,
+        }
     )
 
 
@@ -472,6 +490,8 @@ def _file_problems(cfg: Config) -> Iterator[Problem]:
         yield from check(cfg.delivery.tls_ca_file, "delivery.tls_ca_file")
     for i, k in enumerate(cfg.dkim):
         yield from check(k.key, f"dkim[{i}].key")
+    if cfg.policy.rules:
+        yield from check(cfg.policy.rules, "policy.rules")
 
 
 def parse(text: str, source: str = "<config>", base: Path | None = None) -> Config:
