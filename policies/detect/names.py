@@ -1,0 +1,288 @@
+"""Names of patients: a person's name counts only in patient context.
+
+Names are everywhere in mail (greetings, signatures, newsletters); what makes
+one PHI is that the text is about that person as a patient. Context comes
+from a cue before the name ("Patient:", "Pt name", "Re:", "Mrs."), a cue right
+after it ("DOB", "MRN", "was diagnosed", "is a 54-year-old", "'s labs") or a
+table whose header has a name column. Weak cues ("Re:", "Mrs.") yield a
+lighter weight that needs stronger health evidence to make PHI.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from policies.detect.base import (
+    NO_CONTEXT,
+    Finding,
+    ScanContext,
+    SegmentLike,
+    starts_token,
+    value_key,
+)
+from policies.detect.lexicon import first_names, last_names
+
+# Form labels written in capitals are no part of a name ("Jane Doe DOB 1/2/60").
+_LABELS = (
+    r"(?!(?:DOB|Dob|MRN|Mrn|SSN|ID|Patient|PATIENT|Pt|PT|Re|RE|Dear|DEAR|Name|NAME|Mr|Mrs|Ms"
+    r"|Miss|Dr|DR|The|THE|Hi|Hello|Date|DATE|Age|AGE|Sex|SEX)\b)"
+)
+_TOKEN = rf"{_LABELS}(?:[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?|[A-Z]{{2,}}(?:[-'][A-Z]{{2,}})?)"
+# "John Smith", "John A. Smith", "Mary-Jane O'Neil", "SMITH, JOHN", "Smith, John A."
+_NAME = (
+    rf"(?P<name>{_TOKEN},[ ]?{_TOKEN}(?:[ ][A-Z]\.?)?(?![\w])"
+    rf"|{_TOKEN}(?:[ ][A-Z]\.?)?(?:[ ]{_TOKEN}){{1,2}}(?![\w])"
+    rf"|[A-Z]\.[ ]?{_TOKEN}(?![\w]))"
+)
+_NAME_RE = re.compile(_NAME)
+
+# Written right after a name, these make it a patient's: a birth date, record
+# number, age or a clinical verb. Weak ones ("reports", "is on") are also
+# said of colleagues, so they only lend the lighter weight.
+_STRONG_AFTER_CUES = (
+    r"dob\b|d\.o\.b",
+    r"date of birth",
+    r"mrn\b",
+    r"born (?:on )?(?:\d\d?[/.-]\d|[a-z]{3,9}\.? \d)",
+    r"age[:\s]+\d",
+    r"\d\d{0,2}\s*(?:y/?o|yrs?|years?)\b",
+    r"\d\d?\d? ?[mf]\b",
+    r"is an? \d{1,3}[- ](?:year|yr|month)",
+    r"(?:was|is|has been|had been|were) (?:diagnosed|admitted|seen (?:in|by|for|today)|prescribed"
+    r"|started on|discharged|referred|treated|tested|evaluated|transferred|hospitali[sz]ed"
+    r"|placed on|put on|being treated|pregnant|intubated|scheduled for (?:surgery|a|an|her|his))",
+    r"has (?:been diagnosed|a (?:history|hx|diagnosis)|tested)",
+    r"present(?:ed|s) (?:with|to|for)",
+    r"tested (?:positive|negative)",
+    r"underwent\b",
+    r"complain(?:s|ed|ing) of",
+    r"c/o\b",
+    r"s/p\b",
+    r"'s (?:labs?|results?|diagnosis|biopsy|scan|mri|ct|a1c|medications?|meds|prescriptions?"
+    r"|blood|tests?|condition|treatment|surgery|therapy|symptoms|chart|records?|insurance"
+    r"|pathology|imaging|x-ray|prognosis|care plan|discharge|admission|appointment)",
+)
+_WEAK_AFTER_CUES = (
+    r"(?:reports|reported|denies|denied|takes|took|came in|is on|needs? (?:a )?refill)\b",
+    r"(?:was|is|has been) (?:given|seen|started|taking|on)\b",
+    # "Jim Beam 03/04/1956": a name and then a date, as lab reports list patients
+    r"\d\d?/\d\d?/(?:19\d\d|20[01]\d|\d\d)\b",
+)
+_STRONG_AFTER = re.compile(
+    r"[\s,(|\-\u2013]*(?:" + "|".join(_STRONG_AFTER_CUES) + ")", re.IGNORECASE
+)
+# Names of clinicians are provider context, not patients.
+_PROVIDER_BEFORE = re.compile(r"(?:\bdr\.?|\bdoctor|\bprovider:?|\bnurse)\s*$", re.IGNORECASE)
+_PROVIDER_AFTER = re.compile(
+    r",?\s*(?:md|m\.d\.|do|rn|np|pa-c|pa|phd|dds|dmd|lcsw|fnp|dnp|arnp|aprn|lpn|pharmd|rph"
+    r"|facp|mph|crna|cnm|msw)\b",
+    re.IGNORECASE,
+)
+# Capitalised words that start lines in forms and letters, never a name.
+_NOT_NAMES = frozenset(
+    """
+    the and for with from date name dob mrn id sex age male female patient pt dear hello hi
+    information info care plan note notes report results result summary diagnosis history
+    phone fax email address city state zip medical record number insurance member account
+    subject re fw fwd meeting update request follow up new old our your this that please
+    thank thanks regards best sincerely department clinic hospital health center services
+    unknown none test sample n/a na dr mr mrs ms miss primary secondary admission discharge
+    """.split()
+)
+# "Last Name: Doe | First Name: Jane" in a labelled table row.
+_SPLIT_NAME_RE = re.compile(
+    r"last[ _]?name:[ \t]*(?P<l1>[a-z'-]+)[ \t]*\|[ \t]*first[ _]?name:[ \t]*(?P<f1>[a-z'-]+)"
+    r"|first[ _]?name:[ \t]*(?P<f2>[a-z'-]+)[ \t]*\|[ \t]*last[ _]?name:[ \t]*(?P<l2>[a-z'-]+)"
+)
+_NAME_HEADER_RE = re.compile(r"\b(?:name|patient|pt|member|first|last|surname|resident)\b")
+
+
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[ ,]+", name) if t and not (len(t) <= 2 and t.endswith("."))]
+
+
+def _plausible(name: str, strict: bool) -> bool:
+    """Does the candidate read as a personal name? strict: given name must be known."""
+    toks = [t for t in _tokens(name) if len(t) > 1]
+    if any(t.lower() in _NOT_NAMES for t in toks):
+        return False
+    firsts, lasts = first_names(), last_names()
+    if len(toks) == 1 and re.match(r"[A-Z]\.", name):
+        return toks[0].lower() in lasts  # "J. Smith"
+    if len(toks) < 2:
+        return False
+    if "," in name:
+        surname, given = toks[0].lower(), toks[1].lower()
+    else:
+        given, surname = toks[0].lower(), toks[-1].lower()
+    given_known = given in firsts
+    if not strict:
+        return given_known or surname in lasts
+    if not given_known:
+        return False
+    # "Grace Period", "Will Update": a given name that is also an everyday word
+    # needs a known surname beside it.
+    return not firsts[given] or surname in lasts
+
+
+# Cues before a name are found from their ":" (cheap to find) or from a
+# literal word, never with one big alternation tried at every position.
+_COLON_RE = re.compile(r":[ \t]*")
+_COLON_CUE_RE = re.compile(
+    r"(?:(?P<strong>(?:patient|pt|resident|client|decedent|insured|subscriber|member|beneficiary)"
+    r"(?:'s)?(?: full)?(?: name)?|name of (?:patient|pt)|re:[ \t]*(?:patient|pt)\.?)"
+    r"|(?P<re>re)|(?P<label>name|regarding))[ \t]*$"
+)
+_FOR_CUES = frozenset(
+    "results labs records referral prescription refill chart report appointment orders"
+    " paperwork authorization claim bill patient".split()
+)
+# Every colon cue ends with one of these: a cheap test before the regex.
+_CUE_ENDS = (
+    "patient", "pt", "pt.", "resident", "client", "decedent", "insured", "subscriber", "member",
+    "beneficiary", "name", "re", "regarding", "patient's",
+)  # fmt: skip
+# Labels of a name split over two cells, handled by _SPLIT_NAME_RE instead.
+_SPLIT_LABELS = ("last name", "first name", "last_name", "first_name", "lastname", "firstname")
+_WORD_CUES = (
+    ("strong", re.compile(r"[Pp](?:atient,?|t\.?(?=[ \t]+[A-Z][a-z]))[ \t]+(?=[A-Z])")),
+    ("weak", re.compile(r"M(?:rs?|s|iss|x)\.?[ \t]+(?=[A-Z])")),
+    ("for", re.compile(r"for[ \t]+(?=[A-Z])")),
+    ("weak", re.compile(r"[Rr]e(?:garding|ferring)[ \t]+(?=[A-Z])")),
+    ("weak", re.compile(r"[Mm]ember,?[ \t]+(?=[A-Z])")),
+)
+# Cues after a name, searched on their own; the name is then read backwards.
+# The ones that start with a digit share one pass ("58F", "72 y/o", "3/4/1956").
+_DIGIT_CUE_RE = re.compile(
+    r"\d\d?\d?(?:(?P<age>\s*(?:y/?o|yrs?|years?)\b| ?[mf]\b)"
+    r"|/\d\d?/(?:19\d\d|20[01]\d|\d\d)\b)"
+)
+_CUES_AFTER = (
+    tuple((1.0, re.compile(p)) for p in _STRONG_AFTER_CUES if not p.startswith("\\d"))
+    + tuple((0.6, re.compile(p)) for p in _WEAK_AFTER_CUES if not p.startswith("\\d"))
+    + ((0.0, _DIGIT_CUE_RE),)
+)
+# The name may be followed by a short aside: "Tom Hanks (ID W123), was seen ..."
+_NAME_BEFORE_RE = re.compile(_NAME + r"[ \t,]*(?:\([^()\n]{0,40}\))?[ \t,(|\-\u2013]*$")
+
+
+class PatientNameDetector:
+    """Personal names in patient context."""
+
+    id = "patient-name"
+    version = 2
+
+    def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
+        """Findings in one segment."""
+        text = seg.text
+        # Only names next to a cue are looked at: scanning every capitalised
+        # pair in a long document would cost more than all other detectors.
+        best: dict[int, tuple[int, str, float]] = {}
+
+        def keep(start: int, end: int, name: str, weight: float) -> None:
+            if _PROVIDER_BEFORE.search(text, max(0, start - 12), start) or _PROVIDER_AFTER.match(
+                text, end
+            ):
+                return
+            if weight > best.get(start, (0, "", 0.0))[2]:
+                best[start] = (end, name, weight)
+
+        for kind, pos in self._cues_before(text, low):
+            m = _NAME_RE.match(text, pos)
+            if m is None:
+                continue
+            name = m.group("name")
+            if kind == "strong":
+                if _plausible(name, strict=False):
+                    keep(m.start(), m.end(), name, 1.0)
+            elif _plausible(name, strict=True):
+                after = _STRONG_AFTER.match(text, m.end()) is not None
+                keep(m.start(), m.end(), name, 1.0 if after else 0.6)
+        for cue_weight, cue_re in _CUES_AFTER:
+            for cue in cue_re.finditer(low):
+                weight = cue_weight or (1.0 if cue.group("age") else 0.6)
+                # A name ends in a letter, maybe followed by an aside in brackets.
+                before = text[max(0, cue.start() - 60) : cue.start()].rstrip(" \t,(|-\u2013")
+                if not before or not (before[-1].isalpha() or before[-1] == ")"):
+                    continue
+                words = before.split()
+                if len(words) < 2 or not (words[-1][0].isupper() or words[-1][0] == "("):
+                    continue  # a name is two or more capitalised words
+                m = _NAME_BEFORE_RE.search(text, max(0, cue.start() - 60), cue.start())
+                if m is not None and _plausible(m.group("name"), strict=True):
+                    keep(m.start("name"), m.end("name"), m.group("name"), weight)
+        if ctx.header and _NAME_HEADER_RE.search(ctx.header):
+            weight = 1.0 if "patient" in ctx.header or "dob" in ctx.header else 0.6
+            for m in _NAME_RE.finditer(text):
+                if _plausible(m.group("name"), strict=True):
+                    keep(m.start(), m.end(), m.group("name"), weight)
+        if "name:" in low:
+            # Labelled table rows: "Last name: Doe | First name: Jane"
+            for m in _SPLIT_NAME_RE.finditer(low):
+                first, last = m.group("f1") or m.group("f2"), m.group("l1") or m.group("l2")
+                if first in first_names() or last in last_names():
+                    keep(m.start(), m.end(), f"{first} {last}".title(), 0.6)
+        for start, (end, name, weight) in sorted(best.items()):
+            yield self._finding(seg, start, end, name, weight)
+        if "mr" in low or "ms" in low:
+            yield from self._honorific_surnames(seg, text)
+
+    @staticmethod
+    def _cues_before(text: str, low: str) -> Iterator[tuple[str, int]]:
+        """("strong" | "weak", where a name would start) for every cue in the text."""
+        for colon in _COLON_RE.finditer(low):
+            label = low[max(0, colon.start() - 12) : colon.start()].rstrip()
+            if not label.endswith(_CUE_ENDS) or label.endswith(_SPLIT_LABELS):
+                continue
+            cue = _COLON_CUE_RE.search(low, max(0, colon.start() - 40), colon.start())
+            if cue is None or not starts_token(low, cue.start()):
+                continue
+            if cue.group("re") is not None:
+                # "Re:" counts at the start of a line (subjects, memo headers) only.
+                line_start = text.rfind("\n", 0, cue.start()) + 1
+                if text[line_start : cue.start()].strip():
+                    continue
+            yield ("strong" if cue.group("strong") else "weak"), colon.end()
+        for kind, cue_re in _WORD_CUES:
+            for m in cue_re.finditer(text):
+                if not starts_token(text, m.start()):
+                    continue
+                if kind == "for":
+                    # "Lab results for Jane Doe", "refill for John Smith"
+                    before = low[max(0, m.start() - 16) : m.start()].split()
+                    if not before or before[-1] not in _FOR_CUES:
+                        continue
+                    kind = "weak"
+                yield kind, m.end()
+
+    def _honorific_surnames(self, seg: SegmentLike, text: str) -> Iterator[Finding]:
+        """ "Mrs. Garcia was admitted": a title and surname with a clinical verb after it."""
+        for m in _HONORIFIC_RE.finditer(text):
+            if not starts_token(text, m.start()):
+                continue
+            surname = m.group("surname")
+            if surname.lower() not in last_names() or not _STRONG_AFTER.match(text, m.end()):
+                continue
+            yield self._finding(seg, m.start(), m.end(), surname, 1.0)
+
+    def _finding(self, seg: SegmentLike, start: int, end: int, name: str, weight: float) -> Finding:
+        toks = _tokens(name)
+        return Finding(
+            rule=self.id,
+            version=self.version,
+            category="name",
+            kind="identifier",
+            location=seg.location,
+            masked=" ".join(t[0] + "***" for t in toks),
+            score=0.9 if weight >= 1.0 else 0.6,
+            start=start,
+            end=end,
+            weight=weight,
+            key=value_key("name", " ".join(sorted(t.lower() for t in toks if len(t) > 1))),
+        )
+
+
+_HONORIFIC_RE = re.compile(
+    r"M(?:rs?|s|iss)\.?\s+(?P<surname>[A-Z][a-z]+(?:-[A-Z][a-z]+)?)(?!\s+[A-Z])"
+)

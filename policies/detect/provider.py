@@ -1,0 +1,97 @@
+"""Provider identifiers: NPI and DEA registration numbers.
+
+They identify clinicians and organisations, not patients: a hit is clinical
+context only and never makes a message PHI on its own. The organisation's
+own NPIs (in every signature) can be allow-listed so they count for nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from policies.detect.base import (
+    NO_CONTEXT,
+    Finding,
+    ScanContext,
+    SegmentLike,
+    luhn_ok,
+    near,
+    starts_token,
+    value_key,
+)
+
+_NPI_RE = re.compile(r"([12]\d{9})(?![\d-])")
+_NPI_KW_RE = re.compile(r"\bnpi\b|national provider")
+_DEA_RE = re.compile(r"([ABCDEFGHJKLMPRSTUX][A-Z9])(\d{7})(?![A-Za-z0-9])")
+
+
+def npi_valid(npi: str) -> bool:
+    """NPI check digit: Luhn over the number prefixed with the card issuer code 80840."""
+    return len(npi) == 10 and npi.isdigit() and luhn_ok("80840" + npi)
+
+
+def npi_key(npi: str) -> str:
+    """The finding key an NPI produces (for allow-lists)."""
+    return value_key("npi", npi)
+
+
+def dea_valid(number: str) -> bool:
+    """DEA check digit: (d1+d3+d5) + 2*(d2+d4+d6), last digit equals d7."""
+    d = [ord(c) - 48 for c in number]
+    total = d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])
+    return total % 10 == d[6]
+
+
+class NpiDetector:
+    """National Provider Identifiers (10 digits with a valid check digit)."""
+
+    id = "npi"
+    version = 1
+
+    def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
+        """Findings in one segment."""
+        for m in _NPI_RE.finditer(seg.text):
+            npi = m.group(1)
+            if not npi_valid(npi) or not starts_token(seg.text, m.start(), "-"):
+                continue
+            keyword = near(low, m.start(), m.end(), _NPI_KW_RE, 30, 0) or "npi" in ctx.header
+            yield Finding(
+                rule=self.id,
+                version=self.version,
+                category="npi",
+                kind="provider",
+                location=seg.location,
+                masked="******" + npi[-4:],
+                score=1.0 if keyword else 0.6,
+                start=m.start(),
+                end=m.end(),
+                weight=0.3,
+                key=npi_key(npi),
+            )
+
+
+class DeaDetector:
+    """DEA registration numbers (two letters, seven digits, check digit)."""
+
+    id = "dea"
+    version = 1
+
+    def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
+        """Findings in one segment."""
+        for m in _DEA_RE.finditer(seg.text):
+            if not dea_valid(m.group(2)) or not starts_token(seg.text, m.start()):
+                continue
+            yield Finding(
+                rule=self.id,
+                version=self.version,
+                category="dea",
+                kind="provider",
+                location=seg.location,
+                masked="**" + "*****" + m.group(2)[-2:],
+                score=0.9,
+                start=m.start(),
+                end=m.end(),
+                weight=0.3,
+                key=value_key("dea", m.group(0)),
+            )

@@ -1,0 +1,271 @@
+"""From findings to a verdict: none / pii / phi / sensitive.
+
+PHI is an individual's identifier together with health information: both
+inside one window of text (a few hundred characters) or one table row. A
+window is PHI when its identifier strength I and health evidence H satisfy
+I >= min_identifier, H >= min_health and I * H >= 0.9, so a strong identifier
+(SSN, MRN, DOB, a patient's name) needs one clear health fact, while a
+lighter one (a name after "Re:") needs more health evidence. Contact details
+(phone, e-mail, address) add at most a little: every signature has them.
+
+Bulk data is PHI without health words: many distinct SSNs/MRNs/DOBs, or
+many table rows that each identify a person (name + DOB, name + MRN).
+The subject is part of every body window: "Re: Jane Doe" + a diagnosis in
+the body is PHI, and PHI that relies on an identifier in the subject is
+flagged (only message-level protection hides a subject).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from policies.detect.base import Finding, SegmentLike
+
+VerdictName = Literal["none", "pii", "phi", "sensitive"]
+VERDICTS: tuple[VerdictName, ...] = ("none", "pii", "phi", "sensitive")
+
+# Contact details: listed in every signature, so they only ever tip a window.
+WEAK_IDENTIFIERS = frozenset({"phone", "fax", "email", "address"})
+_WEAK_CAP = 0.5
+_HEALTH_CAP = 3.0
+# Identifiers only the health system issues: whoever has one is a patient or a
+# Medicare beneficiary, which is itself a little health information. ("Member
+# ID" is left out: gyms and airlines issue those too.)
+HEALTH_SYSTEM_IDS = frozenset({"mrn", "mbi", "hicn"})
+_HEALTH_SYSTEM_CONTEXT = 0.5
+# Identifiers that make a list of people "bulk" when many distinct ones appear.
+BULK_CATEGORIES = frozenset({"ssn", "mbi", "hicn", "mrn", "member-id", "dob"})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Tunable numbers of the verdict (the ruleset may override them)."""
+
+    window: int = 300  # characters either side of an identifier
+    min_identifier: float = 0.6
+    min_health: float = 0.5
+    phi_product: float = 0.9  # identifier strength x health evidence needed in one window
+    bulk_identifiers: int = 5  # distinct values of one bulk category
+    bulk_rows: int = 5  # table rows that each identify a person
+    row_identifier: float = 1.5  # identifier strength that makes a row "a person"
+    sensitive_weight: float = 0.7  # a sensitive finding this heavy lifts phi to sensitive
+    max_findings: int = 200  # findings kept in a decision
+
+
+@dataclass(frozen=True)
+class ScannedSegment:
+    """A segment and its findings, as the verdict needs them."""
+
+    segment: SegmentLike
+    findings: Sequence[Finding]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The verdict, the findings that explain it, and facts rules may test."""
+
+    verdict: VerdictName
+    findings: tuple[Finding, ...]
+    phi_in_subject: bool = False
+    reasons: tuple[str, ...] = ()  # "co-occurrence", "bulk-ssn", "bulk-rows"
+    findings_total: int = 0
+    categories: frozenset[str] = field(default_factory=frozenset)
+
+
+def _identifier_strength(ids: Iterable[Finding]) -> float:
+    best: dict[str, float] = {}
+    for f in ids:
+        if f.weight > best.get(f.category, 0.0):
+            best[f.category] = f.weight
+    weak = sum(w for c, w in best.items() if c in WEAK_IDENTIFIERS)
+    strong = sum(w for c, w in best.items() if c not in WEAK_IDENTIFIERS)
+    return strong + min(weak, _WEAK_CAP)
+
+
+def _health_evidence(health: Iterable[Finding]) -> float:
+    best: dict[str, float] = {}
+    for f in health:
+        k = f.key or f.category
+        if f.weight > best.get(k, 0.0):
+            best[k] = f.weight
+    return min(sum(best.values()), _HEALTH_CAP)
+
+
+def _is_phi(ids: Sequence[Finding], health: Sequence[Finding], t: Thresholds) -> bool:
+    if not ids:
+        return False
+    i = _identifier_strength(ids)
+    if i < t.min_identifier:
+        return False
+    h = _health_evidence(health)
+    if any(f.category in HEALTH_SYSTEM_IDS for f in ids):
+        h += _HEALTH_SYSTEM_CONTEXT
+    return h >= t.min_health and i * h >= t.phi_product
+
+
+def _split(findings: Iterable[Finding]) -> tuple[list[Finding], list[Finding]]:
+    ids: list[Finding] = []
+    health: list[Finding] = []
+    for f in findings:
+        if f.kind == "identifier":
+            ids.append(f)
+        elif f.kind in ("health", "sensitive", "provider"):
+            health.append(f)
+    return ids, health
+
+
+class _Windows:
+    """Co-occurrence windows within one segment (plus the subject's findings)."""
+
+    def __init__(self, findings: Sequence[Finding], extra: Sequence[Finding], t: Thresholds):
+        self.ids, self.health = _split(findings)
+        self.extra_ids, self.extra_health = _split(extra)
+        self.t = t
+        self.health_starts = [f.start for f in self.health]
+        self.id_starts = [f.start for f in self.ids]
+
+    def phi_windows(self) -> Iterable[tuple[list[Finding], list[Finding]]]:
+        """(identifiers, health) of every window that is PHI."""
+        w = self.t.window
+        anchors = self.ids or self.extra_ids
+        # An identifier already inside a PHI window adds nothing new as an
+        # anchor; skipping it keeps dense documents linear.
+        done: set[int] = set()
+        for anchor in anchors:
+            if id(anchor) in done:
+                continue
+            if anchor in self.extra_ids:
+                lo, hi = 0, 1 << 62
+            else:
+                lo, hi = anchor.start - w, anchor.end + w
+            ids = self.ids[bisect_left(self.id_starts, lo) : bisect_right(self.id_starts, hi)]
+            health = self.health[
+                bisect_left(self.health_starts, lo) : bisect_right(self.health_starts, hi)
+            ]
+            ids = ids + self.extra_ids
+            health = health + self.extra_health
+            if _is_phi(ids, health, self.t):
+                done.update(id(f) for f in ids)
+                yield ids, health
+
+
+def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) -> Classification:
+    """The verdict for one message from the findings of all its segments."""
+    subject = [f for s in scanned if s.segment.kind == "subject" for f in s.findings]
+    reported: dict[int, Finding] = {}
+    reasons: list[str] = []
+    phi = False
+    phi_in_subject = False
+    subject_ids = {id(f) for f in subject if f.kind == "identifier"}
+
+    for s in scanned:
+        seg = s.segment
+        if seg.kind == "subject":
+            extra: Sequence[Finding] = ()
+        elif seg.kind == "body":
+            extra = subject
+        else:
+            extra = ()
+        if seg.is_row:
+            ids, health = _split(list(s.findings) + list(extra))
+            windows: Iterable[tuple[list[Finding], list[Finding]]] = (
+                [(ids, health)] if _is_phi(ids, health, t) else []
+            )
+        else:
+            windows = _Windows(s.findings, extra, t).phi_windows()
+        for ids, health in windows:
+            phi = True
+            for f in (*ids, *health):
+                reported.setdefault(id(f), f)
+            if not phi_in_subject:
+                phi_in_subject = _subject_carries_phi(seg, ids, health, subject_ids, t)
+    if phi:
+        reasons.append("co-occurrence")
+
+    all_findings = [f for s in scanned for f in s.findings]
+    bulk = _bulk(scanned, all_findings, t)
+    if bulk:
+        phi = True
+        reasons.extend(bulk)
+        for f in all_findings:
+            if f.kind == "identifier" and f.category in BULK_CATEGORIES | {"name"}:
+                reported.setdefault(id(f), f)
+
+    strong_ids = [f for f in all_findings if f.kind == "identifier" and f.weight >= 1.0]
+    sensitive = [
+        f for f in all_findings if f.kind == "sensitive" and f.weight >= t.sensitive_weight
+    ]
+    verdict: VerdictName
+    if phi and sensitive:
+        verdict = "sensitive"
+        for f in sensitive:
+            reported.setdefault(id(f), f)
+    elif phi:
+        verdict = "phi"
+    elif strong_ids:
+        verdict = "pii"
+        for f in strong_ids:
+            reported.setdefault(id(f), f)
+    else:
+        verdict = "none"
+    # Provider ids alone and stray contact details are not worth reporting.
+    kept = sorted(reported.values(), key=lambda f: (-f.weight, f.location, f.start))
+    total = len(kept)
+    kept = kept[: t.max_findings]
+    kept.sort(key=lambda f: (f.location, f.start))
+    return Classification(
+        verdict=verdict,
+        findings=tuple(kept),
+        phi_in_subject=phi_in_subject and phi,
+        reasons=tuple(reasons),
+        findings_total=total,
+        categories=frozenset(f.category for f in reported.values()),
+    )
+
+
+def _subject_carries_phi(
+    seg: SegmentLike,
+    ids: Sequence[Finding],
+    health: Sequence[Finding],
+    subject_ids: set[int],
+    t: Thresholds,
+) -> bool:
+    """Does this PHI window rely on, or expose, an identifier written in the subject?"""
+    if seg.kind == "subject":
+        return True
+    in_subject = [f for f in ids if id(f) in subject_ids and f.weight >= t.min_identifier]
+    if not in_subject:
+        return False
+    if any(f.weight >= 1.0 for f in in_subject):
+        return True  # "Samuel Morales DOB 12/13/1952 - MRI results"
+    # A name after "Re:" may be a colleague's: it only counts when the body's
+    # own identifiers would not make the window PHI without it.
+    body_ids = [f for f in ids if id(f) not in subject_ids]
+    return not _is_phi(body_ids, health, t)
+
+
+def _bulk(
+    scanned: Sequence[ScannedSegment], all_findings: Sequence[Finding], t: Thresholds
+) -> list[str]:
+    """Reasons the message is bulk identifiers ("bulk-ssn", "bulk-rows"), if any."""
+    reasons = []
+    distinct: dict[str, set[str]] = {}
+    for f in all_findings:
+        if f.kind == "identifier" and f.category in BULK_CATEGORIES and f.weight >= 1.0:
+            distinct.setdefault(f.category, set()).add(f.key)
+    for category, keys in sorted(distinct.items()):
+        if len(keys) >= t.bulk_identifiers:
+            reasons.append(f"bulk-{category}")
+    people: set[frozenset[str]] = set()
+    for s in scanned:
+        ids = [
+            f for f in s.findings if f.kind == "identifier" and f.category not in WEAK_IDENTIFIERS
+        ]
+        if len(ids) >= 2 and _identifier_strength(ids) >= t.row_identifier:
+            people.add(frozenset(f.key for f in ids))
+    if len(people) >= t.bulk_rows:
+        reasons.append("bulk-rows")
+    return reasons

@@ -1,0 +1,564 @@
+"""Office documents (OOXML: DOCX/XLSX/PPTX; OpenDocument) read straight from their XML.
+
+Documents are ZIP archives of XML parts; members are read through `zipx` (so
+bombs are bounded) and parsed with defusedxml (no DTDs, no entity expansion:
+billion-laughs and external-entity tricks fail as parse errors). Element names
+are matched by local name, so transitional and strict OOXML read the same way.
+
+Locations: the main text is `<location>`, tables `<location>/table N/row M`,
+spreadsheets `<location>/<sheet>/row R` (R is the sheet's own row number),
+slides `<location>/slide N`, plus `/header1`, `/comments`, `/properties`...
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import posixpath
+import re
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from xml.etree import ElementTree
+from xml.etree.ElementTree import Element
+
+from defusedxml.ElementTree import fromstring, iterparse
+
+from policies.extract.context import Context
+from policies.extract.model import SegmentKind
+from policies.extract.tabular import RowLabeler
+from policies.extract.zipx import read_named
+
+_TIME_CHECK_EVERY = 4096
+
+
+@functools.lru_cache(maxsize=1024)
+def _local(tag: str) -> str:
+    """An element's name without its namespace (documents use a few dozen names)."""
+    return tag[tag.rfind("}") + 1 :]
+
+
+_XML_ENCODING = re.compile(
+    rb"""^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)"""
+)
+_Event = Literal["start", "end"]
+_PLAIN_ENCODINGS = frozenset((b"utf-8", b"utf8", b"us-ascii", b"ascii"))
+
+
+def _without_dtd(data: bytes) -> bool:
+    """True when `data` provably declares no DTD, so no entity can be defined or expanded.
+
+    Only then is the C-accelerated stdlib parser used (several times faster than
+    defusedxml's Python-level handlers). The check is on bytes, so it insists on
+    an ASCII-compatible encoding: a document declared in UTF-16 or EBCDIC could
+    spell "<!DOCTYPE" in bytes we would not recognise, and goes the defused way.
+    """
+    head = data[:512]
+    if b"\x00" in head or head.startswith((b"\xfe\xff", b"\xff\xfe")):
+        return False
+    declared = _XML_ENCODING.match(head)
+    if declared is not None and declared.group(1).lower() not in _PLAIN_ENCODINGS:
+        return False
+    return b"<!DOCTYPE" not in data and b"<!ENTITY" not in data
+
+
+def _events(data: bytes, events: tuple[_Event, ...] = ("end",)) -> Iterator[tuple[str, Any]]:
+    """Parse untrusted XML incrementally; DTDs (and so entity expansion) are refused."""
+    if _without_dtd(data):
+        return ElementTree.iterparse(io.BytesIO(data), events=events)  # noqa: S314 - no DTD, see above
+    return iterparse(io.BytesIO(data), events=events, forbid_dtd=True)
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """How one XML vocabulary spells paragraphs, tables and inline breaks."""
+
+    paragraphs: frozenset[str]
+    table: str
+    row: str
+    cell: str
+    marks: Mapping[str, str]  # empty elements that stand for characters
+    skip: frozenset[str] = frozenset()  # elements whose text is not document text
+
+
+_WORD = _Flow(
+    paragraphs=frozenset({"p"}),
+    table="tbl",
+    row="tr",
+    cell="tc",
+    marks={"tab": "\t", "br": "\n", "cr": "\n", "noBreakHyphen": "-"},
+    # Field codes (HYPERLINK "...", MERGEFIELD x) and run/paragraph properties.
+    skip=frozenset({"instrText", "rPr", "pPr"}),
+)
+_DRAWING = _Flow(
+    paragraphs=frozenset({"p"}),
+    table="tbl",
+    row="tr",
+    cell="tc",
+    marks={"br": "\n", "tab": "\t"},
+    skip=frozenset({"rPr", "pPr", "endParaRPr"}),
+)
+_ODF = _Flow(
+    paragraphs=frozenset({"p", "h"}),
+    table="table",
+    row="table-row",
+    cell="table-cell",
+    marks={"s": " ", "tab": "\t", "line-break": "\n"},
+)
+
+
+def _inline_text(elem: Element, flow: _Flow) -> str:
+    """Text of one paragraph, mixed content included, without recursion."""
+    parts = [elem.text or ""]
+    stack: list[tuple[Iterator[Element], Element | None]] = [(iter(elem), None)]
+    while stack:
+        children, owner = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            if owner is not None and owner.tail:
+                parts.append(owner.tail)
+            continue
+        name = _local(child.tag)
+        if name in flow.skip:
+            if child.tail:
+                parts.append(child.tail)
+            continue
+        mark = flow.marks.get(name)
+        if mark:
+            parts.append(mark)
+        if child.text:
+            parts.append(child.text)
+        stack.append((iter(child), child))
+    return "".join(parts)
+
+
+@dataclass
+class _Table:
+    number: int
+    labeler: RowLabeler = field(default_factory=RowLabeler)
+    rows: int = 0
+    row: list[str] | None = None
+    cell: list[str] | None = None
+
+
+def _flow_text(data: bytes, flow: _Flow, location: str, kind: SegmentKind, ctx: Context) -> None:
+    """Emit a document part: running text at `location`, table rows below it."""
+    body: list[str] = []
+    tables: list[_Table] = []
+    count = 0
+    for number, (event, elem) in enumerate(_events(data, ("start", "end")), 1):
+        if number % _TIME_CHECK_EVERY == 0:
+            ctx.check_time()
+        name = _local(elem.tag)
+        if event == "start":
+            if name == flow.table:
+                count += 1
+                tables.append(_Table(count))
+            elif tables and name == flow.row:
+                tables[-1].row = []
+            elif tables and name == flow.cell:
+                tables[-1].cell = []
+            continue
+        if name in flow.paragraphs:
+            text = _inline_text(elem, flow)
+            # Paragraphs nest (text boxes); clear this one so its parent does not
+            # repeat it, but keep the tail, which belongs to the parent.
+            tail = elem.tail
+            elem.clear()
+            elem.tail = tail
+            table = tables[-1] if tables else None
+            if table is not None and table.cell is not None:
+                table.cell.append(text)
+            else:
+                body.append(text)
+        elif not tables:
+            continue
+        elif name == flow.cell:
+            table = tables[-1]
+            if table.row is not None and table.cell is not None:
+                table.row.append(" ".join(table.cell))
+            table.cell = None
+        elif name == flow.row:
+            table = tables[-1]
+            if table.row is not None:
+                text = table.labeler.render(table.row)
+                if text:
+                    table.rows += 1
+                    loc = f"{location}/table {table.number}/row {table.rows}"
+                    ctx.text(loc, text, kind, is_row=True)
+            table.row = None
+            elem.clear()
+        elif name == flow.table:
+            tables.pop()
+    ctx.text(location, "\n".join(body), kind)
+
+
+def _all_text(data: bytes) -> str:
+    """Every text node of a small XML part, paragraphs on their own lines."""
+    root = fromstring(data, forbid_dtd=True)
+    generic = _Flow(frozenset(), "", "", "", {"p": "\n", "br": "\n", "tab": "\t", "si": "\n"})
+    return _inline_text(root, generic)
+
+
+def _part(
+    archive: zipfile.ZipFile,
+    name: str,
+    location: str,
+    kind: SegmentKind,
+    ctx: Context,
+    flow: _Flow | None = None,
+) -> None:
+    """Emit one XML member if the archive has it."""
+    data = read_named(archive, name, ctx)
+    if data is None:
+        return
+    if flow is None:
+        ctx.text(location, _all_text(data), kind)
+    else:
+        _flow_text(data, flow, location, kind, ctx)
+
+
+def _numbered(archive: zipfile.ZipFile, pattern: str) -> list[tuple[int, str]]:
+    """Members whose names match `pattern` (one number group), in numeric order."""
+    regex = re.compile(pattern)
+    found = []
+    for name in archive.namelist():
+        match = regex.fullmatch(name)
+        if match:
+            found.append((int(match.group(1) or 0), name))
+    return sorted(found)
+
+
+# Document properties people fill in (OOXML core.xml, OpenDocument meta.xml);
+# timestamps and application names are left out.
+_PROPERTY_NAMES = {
+    "title": "Title",
+    "subject": "Subject",
+    "creator": "Author",
+    "initial-creator": "Author",
+    "lastModifiedBy": "Last modified by",
+    "keywords": "Keywords",
+    "keyword": "Keywords",
+    "description": "Description",
+    "category": "Category",
+    "contentStatus": "Status",
+}
+
+
+def _properties(archive: zipfile.ZipFile, location: str, kind: SegmentKind, ctx: Context) -> None:
+    """Document properties: title, subject, author, keywords, custom properties (labels)."""
+    lines = []
+    for name in ("docProps/core.xml", "meta.xml"):
+        data = read_named(archive, name, ctx)
+        if data is None:
+            continue
+        for elem in fromstring(data, forbid_dtd=True).iter():
+            label = _PROPERTY_NAMES.get(_local(elem.tag))
+            if label and elem.text and elem.text.strip():
+                lines.append(f"{label}: {elem.text}")
+    custom = read_named(archive, "docProps/custom.xml", ctx)
+    if custom is not None:
+        # Custom properties carry sensitivity labels (MSIP_Label_..._Name) and more.
+        for prop in fromstring(custom, forbid_dtd=True):
+            lines.append(f"{prop.get('name', '')}: {''.join(prop.itertext())}")
+    ctx.text(f"{location}/properties", "\n".join(lines), kind)
+
+
+def extract_docx(archive: zipfile.ZipFile, location: str, kind: SegmentKind, ctx: Context) -> None:
+    """Word: body, tables, headers, footers, footnotes, endnotes, comments, properties."""
+    _part(archive, "word/document.xml", location, kind, ctx, _WORD)
+    for pattern in (r"word/(header)(\d*)\.xml", r"word/(footer)(\d*)\.xml"):
+        for name in sorted(n for n in archive.namelist() if re.fullmatch(pattern, n)):
+            stem = posixpath.splitext(posixpath.basename(name))[0]
+            _part(archive, name, f"{location}/{stem}", kind, ctx, _WORD)
+    for part in ("footnotes", "endnotes", "comments"):
+        _part(archive, f"word/{part}.xml", f"{location}/{part}", kind, ctx, _WORD)
+    _properties(archive, location, kind, ctx)
+
+
+def extract_pptx(archive: zipfile.ZipFile, location: str, kind: SegmentKind, ctx: Context) -> None:
+    """PowerPoint: each slide, speaker notes, comments, properties."""
+    for number, name in _numbered(archive, r"ppt/slides/slide(\d+)\.xml"):
+        _part(archive, name, f"{location}/slide {number}", kind, ctx, _DRAWING)
+    for number, name in _numbered(archive, r"ppt/notesSlides/notesSlide(\d+)\.xml"):
+        _part(archive, name, f"{location}/notes {number}", kind, ctx, _DRAWING)
+    for number, name in _numbered(archive, r"ppt/comments/\D*(\d*)\.xml"):
+        _part(archive, name, f"{location}/comments {number}", kind, ctx)
+    _properties(archive, location, kind, ctx)
+
+
+def odf_encrypted(archive: zipfile.ZipFile, ctx: Context) -> bool:
+    """An OpenDocument file saved with a password lists encryption data in its manifest."""
+    manifest = read_named(archive, "META-INF/manifest.xml", ctx)
+    return manifest is not None and b"encryption-data" in manifest
+
+
+def extract_odf(archive: zipfile.ZipFile, location: str, kind: SegmentKind, ctx: Context) -> None:
+    """OpenDocument text, spreadsheet or presentation: content, headers/footers, metadata."""
+    _part(archive, "content.xml", location, kind, ctx, _ODF)
+    _part(archive, "styles.xml", f"{location}/styles", kind, ctx, _ODF)
+    _properties(archive, location, kind, ctx)
+
+
+# --- XLSX -------------------------------------------------------------------
+
+# Built-in number formats that display dates (ECMA-376 18.8.30 and the CJK ones).
+_BUILTIN_DATE_FORMATS = frozenset([*range(14, 23), *range(27, 37), 45, 46, 47, *range(50, 59)])
+_FORMAT_NOISE = re.compile(r'"[^"]*"|\[[^\]]*\]|\\.|_.|\*.')
+_COLUMN = re.compile(r"([A-Za-z]{1,3})")
+_MAX_DENSE_COLUMNS = 1024
+
+
+def _is_date_format(code: str) -> bool:
+    """Whether a custom number format shows a date (d, y, or m without h/s)."""
+    code = _FORMAT_NOISE.sub("", code).lower()
+    if "d" in code or "y" in code:
+        return True
+    return "m" in code and "h" not in code and "s" not in code
+
+
+def _date_styles(data: bytes | None) -> frozenset[int]:
+    """Indexes of the cell formats (cellXfs) that display a date."""
+    if data is None:
+        return frozenset()
+    custom: dict[int, str] = {}
+    formats: list[int] = []
+    in_cell_xfs = False
+    for event, elem in _events(data, ("start", "end")):
+        name = _local(elem.tag)
+        if name == "cellXfs":
+            in_cell_xfs = event == "start"
+        elif event == "end" and name == "numFmt":
+            try:
+                custom[int(elem.get("numFmtId", "-1"))] = elem.get("formatCode", "")
+            except ValueError:
+                pass
+        elif event == "end" and name == "xf" and in_cell_xfs:
+            try:
+                formats.append(int(elem.get("numFmtId", "0")))
+            except ValueError:
+                formats.append(0)
+    dates = set()
+    for index, fmt in enumerate(formats):
+        if fmt in custom:
+            if _is_date_format(custom[fmt]):
+                dates.add(index)
+        elif fmt in _BUILTIN_DATE_FORMATS:
+            dates.add(index)
+    return frozenset(dates)
+
+
+def _shared_strings(data: bytes | None, ctx: Context) -> list[str]:
+    """The workbook's shared string table (phonetic guide runs left out)."""
+    if data is None:
+        return []
+    strings: list[str] = []
+    for number, (_, elem) in enumerate(_events(data), 1):
+        if number % _TIME_CHECK_EVERY == 0:
+            ctx.check_time()
+        if _local(elem.tag) == "si":
+            parts = []
+            for node in elem.iter():
+                name = _local(node.tag)
+                if name == "rPh":
+                    node.clear()
+                elif name == "t" and node.text:
+                    parts.append(node.text)
+            strings.append("".join(parts))
+            elem.clear()
+    return strings
+
+
+def _sheets(archive: zipfile.ZipFile, ctx: Context) -> tuple[list[tuple[str, str]], bool]:
+    """(sheet name, member path) in workbook order, and whether dates count from 1904."""
+    workbook = read_named(archive, "xl/workbook.xml", ctx)
+    rels = read_named(archive, "xl/_rels/workbook.xml.rels", ctx)
+    targets: dict[str, str] = {}
+    if rels is not None:
+        for _, elem in _events(rels):
+            if _local(elem.tag) == "Relationship":
+                target = elem.get("Target", "")
+                path = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+                targets[elem.get("Id", "")] = posixpath.normpath(path)
+    sheets: list[tuple[str, str]] = []
+    date1904 = False
+    if workbook is not None:
+        for _, elem in _events(workbook):
+            name = _local(elem.tag)
+            if name == "workbookPr":
+                date1904 = elem.get("date1904", "").lower() in ("1", "true")
+            elif name == "sheet":
+                rid = next((v for k, v in elem.attrib.items() if _local(k) == "id"), "")
+                if rid in targets:
+                    sheets.append((elem.get("name", rid), targets[rid]))
+    if not sheets:
+        # No usable workbook map: read whatever worksheets there are.
+        for number, name in _numbered(archive, r"xl/worksheets/sheet(\d+)\.xml"):
+            sheets.append((f"Sheet{number}", name))
+    return sheets, date1904
+
+
+def _excel_date(serial: float, date1904: bool) -> str | None:
+    """Render a date serial as ISO 8601 (None when out of Excel's range)."""
+    if not 0 <= serial < 2958466:
+        return None
+    if date1904:
+        base = datetime(1904, 1, 1)
+    else:
+        # Excel counts a 29 Feb 1900 that never was: serials from 61 on are one off.
+        base = datetime(1899, 12, 30) if serial >= 61 else datetime(1899, 12, 31)
+    moment = base + timedelta(days=serial)
+    if moment.hour == moment.minute == moment.second == 0:
+        return moment.date().isoformat()
+    return moment.isoformat(sep=" ", timespec="seconds")
+
+
+def _number(raw: str) -> str:
+    """Show a stored number as a person would read it (no 1.23E+8, no trailing .0)."""
+    if "E" not in raw and "e" not in raw and not raw.endswith(".0"):
+        return raw
+    try:
+        value = float(raw)
+    except ValueError:
+        return raw
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return raw
+
+
+def _column(ref: str | None) -> int | None:
+    """Zero-based column index of a cell reference such as "BC12"."""
+    if not ref:
+        return None
+    match = _COLUMN.match(ref)
+    if match is None:
+        return None
+    index = 0
+    for char in match.group(1).upper():
+        index = index * 26 + ord(char) - 64
+    return index - 1
+
+
+@dataclass
+class _Workbook:
+    shared: list[str]
+    dates: frozenset[int]
+    date1904: bool
+
+
+def _cell_value(cell: Element, book: _Workbook) -> str:
+    """The displayed value of one <c> element."""
+    kind = cell.get("t", "n")
+    raw = None
+    inline: list[str] = []
+    for node in cell:
+        name = _local(node.tag)
+        if name == "v":
+            raw = node.text or ""
+        elif name == "is":
+            inline.extend(t.text or "" for t in node.iter() if _local(t.tag) == "t")
+    if kind == "inlineStr":
+        return "".join(inline)
+    if raw is None:
+        return ""
+    if kind == "s":
+        try:
+            return book.shared[int(raw)]
+        except (ValueError, IndexError):
+            return ""
+    if kind == "b":
+        return "TRUE" if raw.strip() == "1" else "FALSE"
+    if kind in ("str", "e", "d"):
+        return raw
+    try:
+        style = int(cell.get("s", "0"))
+    except ValueError:
+        style = 0
+    if style in book.dates:
+        try:
+            shown = _excel_date(float(raw), book.date1904)
+        except ValueError:
+            shown = None
+        if shown is not None:
+            return shown
+    return _number(raw)
+
+
+def _sheet_rows(
+    data: bytes, book: _Workbook, location: str, kind: SegmentKind, ctx: Context
+) -> None:
+    """Emit each non-empty row of one worksheet as a row segment."""
+    labeler = RowLabeler()
+    cells: dict[int, str] = {}
+    next_column = 0
+    row_counter = 0
+    for _, elem in _events(data):
+        tag = _local(elem.tag)
+        if tag == "c":
+            column = _column(elem.get("r"))
+            if column is None:
+                column = next_column
+            next_column = column + 1
+            value = _cell_value(elem, book)
+            if value:
+                cells[column] = value
+            elem.clear()
+        elif tag == "row":
+            ctx.check_time()
+            row_counter += 1
+            try:
+                row_number = int(elem.get("r", row_counter))
+            except ValueError:
+                row_number = row_counter
+            row_counter = row_number
+            if cells:
+                width = max(cells) + 1
+                if width <= _MAX_DENSE_COLUMNS:
+                    values = [cells.get(i, "") for i in range(width)]
+                else:
+                    values = [cells[i] for i in sorted(cells)]
+                text = labeler.render(values)
+                if text:
+                    ctx.text(f"{location}/row {row_number}", text, kind, is_row=True)
+            cells = {}
+            next_column = 0
+            elem.clear()
+
+
+def extract_xlsx(archive: zipfile.ZipFile, location: str, kind: SegmentKind, ctx: Context) -> None:
+    """Excel: every sheet (hidden ones too), row by row; comments; properties."""
+    book = _Workbook(
+        shared=_shared_strings(read_named(archive, "xl/sharedStrings.xml", ctx), ctx),
+        dates=_date_styles(read_named(archive, "xl/styles.xml", ctx)),
+        date1904=False,
+    )
+    sheets, book.date1904 = _sheets(archive, ctx)
+    for sheet_name, path in sheets:
+        data = read_named(archive, path, ctx)
+        if data is not None:
+            safe_name = sheet_name.replace("/", "_")
+            _sheet_rows(data, book, f"{location}/{safe_name}", kind, ctx)
+    for number, name in _numbered(archive, r"xl/comments(\d*)\.xml"):
+        _part(archive, name, f"{location}/comments {number}", kind, ctx)
+    for number, name in _numbered(archive, r"xl/threadedComments/threadedComment(\d*)\.xml"):
+        _part(archive, name, f"{location}/threaded comments {number}", kind, ctx)
+    for number, name in _numbered(archive, r"xl/drawings/drawing(\d*)\.xml"):
+        # Text boxes and shapes drawn over the cells.
+        _part(archive, name, f"{location}/drawing {number}", kind, ctx, _DRAWING)
+    _properties(archive, location, kind, ctx)
+
+
+def office_kind(names: set[str]) -> str | None:
+    """Which office format a ZIP archive is, from its member names (None: a plain archive)."""
+    if "word/document.xml" in names:
+        return "docx"
+    if "xl/workbook.xml" in names:
+        return "xlsx"
+    if "ppt/presentation.xml" in names:
+        return "pptx"
+    if "mimetype" in names and "content.xml" in names:
+        return "odf"
+    return None

@@ -1,0 +1,282 @@
+"""Identifier detectors: SSN, MBI, HICN, keyword ids, dates, phone, e-mail, address, names."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.detect import Finding, ScanContext, scan_segment
+from policies.detect.identifiers import ssn_valid
+from policies.extract import Segment
+
+
+def scan(text: str, *, kind: str = "body", header: str = "", is_row: bool = False) -> list[Finding]:
+    seg = Segment("body/1 text/plain", text, kind, is_row)  # type: ignore[arg-type]
+    return scan_segment(seg, ctx=ScanContext(header=header.lower()))
+
+
+def of(findings: list[Finding], category: str) -> list[Finding]:
+    return [f for f in findings if f.category == category]
+
+
+# --- SSN ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SSN 219-45-6781 on file",
+        "number 219 45 6781 on file",
+        "ssn: 219456781",
+        "Social Security Number: 219.45.6781",
+        "the number 219-45-\n6781 was split by the mail client",
+        "219-\n45-6781",
+        "(219-45-6781)",
+    ],
+)
+def test_ssn_found(text: str) -> None:
+    found = of(scan(text), "ssn")
+    assert len(found) == 1
+    assert found[0].masked == "***-**-6781"
+    assert found[0].weight == 1.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "reference 219456781 in the ledger",  # bare nine digits need a keyword
+        "SSN 000-12-3456",  # area 000
+        "SSN 666-12-3456",  # area 666
+        "SSN 912-12-3456",  # 9xx areas are never issued
+        "SSN 219-00-3456",  # group 00
+        "SSN 219-45-0000",  # serial 0000
+        "SSN 078-05-1120",  # the Woolworth wallet card
+        "SSN 123-45-6789",  # advertising sample
+        "SSN 219-09-9999",  # SSA pamphlet sample
+        "SSN 111-11-1111",  # one repeated digit
+        "part 12219-45-67811",  # inside a longer number
+        "version 1.219-45-6781",
+    ],
+)
+def test_ssn_rejected(text: str) -> None:
+    assert of(scan(text), "ssn") == []
+
+
+def test_ssn_rules() -> None:
+    assert ssn_valid("219456781")
+    assert not ssn_valid("219456781"[:8])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    area=st.integers(1, 899).filter(lambda a: a != 666),
+    group=st.integers(1, 99),
+    serial=st.integers(1, 9999),
+    sep=st.sampled_from(["-", " ", "-\n", " - "]),
+)
+def test_ssn_masked_never_shows_the_number(area: int, group: int, serial: int, sep: str) -> None:
+    number = f"{area:03d}{sep}{group:02d}{sep}{serial:04d}"
+    found = of(scan(f"SSN {number}."), "ssn")
+    plain = f"{area:03d}{group:02d}{serial:04d}"
+    if not ssn_valid(plain):
+        assert found == []
+        return
+    assert len(found) == 1
+    assert found[0].masked == f"***-**-{serial:04d}"
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_detectors_accept_any_text(text: str) -> None:
+    for f in scan(text):
+        assert 0 <= f.start <= f.end <= len(text)
+        assert 0.0 <= f.score <= 1.0
+
+
+# --- Medicare ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mbi", ["1EG4-TE5-MK73", "1EG4TE5MK73", "9AA0AA0AA00"])
+def test_mbi_found(mbi: str) -> None:
+    found = of(scan(f"Medicare MBI {mbi}"), "mbi")
+    assert len(found) == 1 and found[0].masked.endswith(mbi[-4:])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1SG4TE5MK73",  # S is excluded
+        "1EG4TE5MO73",  # O is excluded
+        "0EG4TE5MK73",  # position 1 is 1-9
+        "1EG4TE5MK7",  # too short
+        "X1EG4TE5MK73",  # part of a longer token
+    ],
+)
+def test_mbi_rejected(text: str) -> None:
+    assert of(scan(text), "mbi") == []
+
+
+def test_hicn_needs_separators_or_keyword() -> None:
+    assert of(scan("Medicare claim number 219456781A"), "hicn")
+    assert of(scan("HIC 219-45-6781 C1"), "hicn")
+    assert of(scan("part 219456781A"), "hicn") == []
+
+
+# --- keyword ids ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "weight"),
+    [
+        ("MRN: 00123456", "mrn", 1.0),
+        ("MRN 00123456", "mrn", 1.0),
+        ("MR# 00123456", "mrn", 1.0),
+        ("Medical record number 4456-7788", "mrn", 1.0),
+        ("Patient ID: A1234567", "mrn", 1.0),
+        ("Member ID: XYZ123456789", "member-id", 1.0),
+        ("Subscriber 88776655", "member-id", 1.0),
+        ("Medicaid ID 123456789012", "member-id", 1.0),
+        ("Patient account #: 55443322", "account", 1.0),
+        ("Account number: 55443322", "account", 0.6),
+        ("Claim #2023-000123", "claim", 0.6),
+        ("Policy number: HO-445566", "policy", 0.6),
+        ("Driver's license number: D1234567", "license", 1.0),
+    ],
+)
+def test_keyword_ids(text: str, category: str, weight: float) -> None:
+    found = of(scan(text), category)
+    assert len(found) == 1, scan(text)
+    assert found[0].weight == weight
+    assert found[0].masked.startswith("*")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "member since 2019",  # no digits run of four... a year is a date-ish word
+        "patient 12345 was late",  # "patient" alone needs "#", "id" or a colon
+        "insurance 2024 renewal",
+        "account 123",  # too short
+        "chart: 3/4/2020",  # a date, not an id
+    ],
+)
+def test_keyword_ids_rejected(text: str) -> None:
+    found = [f for f in scan(text) if f.rule in ("mrn", "member-id", "account-number")]
+    assert found == []
+
+
+def test_table_column_ids() -> None:
+    found = scan("0012345 | Jane Doe", header="MRN | Name", is_row=True)
+    assert of(found, "mrn")
+
+
+# --- dates ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "DOB: 03/14/1962",
+        "DOB 3/14/62",
+        "D.O.B. 1962-03-14",
+        "date of birth: March 14, 1962",
+        "born on 14 March 1962",
+        "DOB 14-Mar-1962",
+        "Birthdate: 03.14.1962",
+    ],
+)
+def test_dob(text: str) -> None:
+    found = of(scan(text), "dob")
+    assert len(found) == 1
+    assert found[0].masked == "**/**/****"
+
+
+def test_invalid_dates_are_not_dobs() -> None:
+    assert of(scan("DOB: 13/45/1962"), "dob") == []
+    assert of(scan("DOB: 02/30/1962"), "dob") == []
+
+
+def test_encounter_dates() -> None:
+    found = of(scan("Admitted on 4/2/2023, discharged 4/9/2023"), "encounter-date")
+    assert len(found) == 2
+    assert found[0].weight < 1.0
+
+
+def test_dob_column() -> None:
+    found = scan("Jane Doe | 1980-02-01 | 2024-05-06", header="Name | DOB | Visit", is_row=True)
+    assert len(of(found, "dob")) == 1
+
+
+# --- contact details ------------------------------------------------------------------------
+
+
+def test_phone_and_fax() -> None:
+    found = scan("Tel (555) 234-5678, fax: 555.234.5679")
+    assert [f.category for f in found if f.kind == "identifier"] == ["phone", "fax"]
+    assert found[0].masked == "***-***-5678"
+    assert all(f.weight < 0.5 for f in found)
+
+
+def test_email_and_address() -> None:
+    found = scan("Write to jane.doe@example.org or 123 Main Street, Springfield, IL 62704.")
+    email = of(found, "email")
+    assert email and email[0].masked == "***@***.org"
+    address = of(found, "address")
+    assert address and "Main" not in address[0].masked
+
+
+def test_long_runs_stay_linear() -> None:
+    # A base64-like blob must not make the e-mail or name scanners quadratic.
+    blob = "Ab" * 200_000 + "@" + "x" * 10
+    scan(blob)
+
+
+# --- patient names ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "weight"),
+    [
+        ("Patient: John Smith", 1.0),
+        ("Pt name: SMITH, JOHN", 1.0),
+        ("Patient name: Maria Garcia-Lopez", 1.0),
+        ("the patient John Smith", 1.0),
+        ("Pt: J. Smith", 1.0),
+        ("Jane Doe DOB 01/02/1960", 1.0),
+        ("Jane Doe was diagnosed with asthma", 1.0),
+        ("Jane Doe's labs are back", 1.0),
+        ("Mrs. Garcia was admitted last night", 1.0),
+        ("Re: Mark Johnson", 0.6),
+        ("Lab results for Jane Doe", 0.6),
+        ("Name: Jane Doe", 0.6),
+        ("Jane Doe reports feeling better", 0.6),
+    ],
+)
+def test_patient_names(text: str, weight: float) -> None:
+    found = of(scan(text), "name")
+    assert found, text
+    assert max(f.weight for f in found) == weight
+    assert all("***" in f.masked for f in found)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dear John Smith, thanks for your order.",
+        "Dr. John Smith was diagnosed",  # clinicians are not patients
+        "John Smith, MD presented the results",
+        "Re: Grace Period for renewals",  # an everyday word and no known surname
+        "Re: Budget Meeting",
+        "Thanks, John Smith",
+        "Patient: Information Sheet",
+        "Please see Mr. Smith in accounting",
+    ],
+)
+def test_names_without_patient_context(text: str) -> None:
+    assert of(scan(text), "name") == []
+
+
+def test_labelled_name_columns() -> None:
+    found = of(scan("Last name: Doe | First name: Jane | DOB: 1980-02-01", is_row=True), "name")
+    assert found and found[0].masked == "J*** D***"
