@@ -185,9 +185,7 @@ def test_kill_9_loses_no_acknowledged_message(
     deadline = time.monotonic() + WAIT
     arrived: set[str] = set()
     while not want <= arrived and time.monotonic() < deadline:
-        arrived = {
-            str(email.message_from_bytes(m.data)["Message-ID"]) for m in list(sink.messages)
-        }
+        arrived = {str(email.message_from_bytes(m.data)["Message-ID"]) for m in list(sink.messages)}
         time.sleep(0.2)
     missing = want - arrived
     assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {sorted(missing)[:3]}"
