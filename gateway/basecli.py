@@ -48,7 +48,14 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _check(cfg: Config, args: argparse.Namespace) -> int:
-    # gateway.cli has loaded and validated the file already; reaching here means it is fine.
+    # gateway.cli has loaded and validated the file already; what it refers to is checked here.
+    from gateway.policy import ruleset_problems
+
+    problems = ruleset_problems(cfg.policy)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 2
     print("configuration OK")
     return 0
 

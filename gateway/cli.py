@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "gateway.keyscli",
     "gateway.dnsrecords",
     "gateway.scancli",
+    "gateway.quarantinecli",
 )
 
 

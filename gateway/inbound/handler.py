@@ -8,9 +8,10 @@ and tells the client only the reply text, never an internal reason.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -20,10 +21,13 @@ from aiosmtpd.smtp import AuthResult, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from gateway import log
+from gateway import policy as policy_stage
 from gateway.config import SmtpConfig
 from gateway.inbound import auth, relay
 from gateway.message import ClientInfo, Envelope, QueuedMessage
+from gateway.quarantine import QuarantineError, QuarantineFull
 from gateway.spool import SpoolError, SpoolFull
+from policies.decision import Decision
 
 if TYPE_CHECKING:
     from aiosmtpd.proxy_protocol import ProxyData
@@ -63,8 +67,22 @@ _HEADER_END = b"\r\n\r\n"
 class SpoolLike(Protocol):
     """What inbound needs from the spool: a durable put."""
 
-    async def put(self, envelope: Envelope, data: bytes) -> QueuedMessage:
-        """Store the message; return once it is on disk."""
+    async def put(
+        self, envelope: Envelope, data: bytes, meta: dict[str, Any] | None = None
+    ) -> QueuedMessage:
+        """Store the message (with metadata for later stages); return once it is on disk."""
+        ...
+
+
+class PolicyLike(Protocol):
+    """What inbound needs from the policy stage (gateway.policy.PolicyStage)."""
+
+    async def classify(self, data: bytes, mail_from: str, rcpt_to: Sequence[str]) -> Decision:
+        """The decision for one message; raises policy.PolicyUnavailable."""
+        ...
+
+    async def quarantine(self, envelope: Envelope, data: bytes, meta: dict[str, Any]) -> str:
+        """Hold the message durably instead of queueing it; return its quarantine id."""
         ...
 
 
@@ -246,11 +264,14 @@ class InboundHandler:
         authenticator: auth.Authenticator,
         *,
         max_auth_failures: int = 3,
+        policy: PolicyLike | None = None,
     ) -> None:
         self._cfg = cfg
         self._hostname = hostname
         self._spool = spool
         self._auth = authenticator
+        # The daemon always passes one; None (no classification) is for protocol tests.
+        self._policy_stage = policy
         self._policy = relay.RelayPolicy(cfg)
         self._max_auth_failures = max_auth_failures
 
@@ -483,9 +504,45 @@ class InboundHandler:
             smtputf8=envelope.smtp_utf8,
             body_8bitmime=envelope.body_8bitmime,
         )
-        body = received + data
+        added = b""
+        decision: Decision | None = None
+        if self._policy_stage is not None:
+            try:
+                decision = await self._policy_stage.classify(data, sender, message.rcpt_to)
+            except policy_stage.PolicyUnavailable as exc:
+                # Fail closed: unclassified mail is never queued; the client tries again.
+                return self._reject(
+                    server,
+                    "data",
+                    TEMP_FAILURE,
+                    "policy unavailable",
+                    sender=sender,
+                    trace=trace_id,
+                    failure=exc.kind,
+                    detail=exc.detail,
+                )
+            if decision.action == "reject":
+                self._log_policy(server, trace_id, decision, None, "refused")
+                await self._notify(message, decision, "refused", None)
+                return self._reject(
+                    server,
+                    "data",
+                    policy_stage.reject_reply(decision),
+                    "policy",
+                    sender=sender,
+                    trace=trace_id,
+                    rules=list(decision.matched_rules),
+                )
+            added, data = policy_stage.rewrite(data, decision)
+        # Headers a rule adds go below our Received: trace fields stay on top (RFC 5321 §4.4).
+        body = received + added + data
+        if decision is not None and decision.action == "quarantine":
+            return await self._hold(server, trace_id, message, body, decision)
+        meta = {"decision": decision.to_json()} if decision is not None else {}
         try:
-            queued = await self._spool.put(message, body)
+            queued = await (
+                self._spool.put(message, body, meta) if meta else self._spool.put(message, body)
+            )
         except SpoolFull:
             return self._reject(server, "data", STORAGE_FULL, "spool full", sender=sender)
         except SpoolError as exc:
@@ -511,4 +568,95 @@ class InboundHandler:
             recipients=len(envelope.rcpt_tos),
             size=len(body),
         )
+        if decision is not None:
+            self._log_policy(server, trace_id, decision, queued.id, "queued")
+            await self._notify(message, decision, "queued", queued.id)
         return f"250 2.0.0 Ok: queued as {queued.id}"
+
+    # -- the policy decision's effects ----------------------------------------------------
+
+    async def _hold(
+        self,
+        server: SealgateSMTP,
+        trace_id: str,
+        message: Envelope,
+        body: bytes,
+        decision: Decision,
+    ) -> str:
+        """Quarantine the message instead of queueing it; the client hears 250 all the same."""
+        assert self._policy_stage is not None
+        try:
+            qid = await self._policy_stage.quarantine(
+                message, body, {"decision": decision.to_json()}
+            )
+        except QuarantineFull:
+            return self._reject(
+                server, "data", STORAGE_FULL, "quarantine full", sender=message.mail_from
+            )
+        except QuarantineError as exc:
+            return self._reject(
+                server,
+                "data",
+                TEMP_FAILURE,
+                "quarantine error",
+                sender=message.mail_from,
+                error=type(exc).__name__,
+            )
+        log.event(
+            "quarantined",
+            id=qid,
+            session=server.sid,
+            trace=trace_id,
+            ip=server.client_ip,
+            sender=message.mail_from,
+            recipients=len(message.rcpt_to),
+            size=len(body),
+        )
+        self._log_policy(server, trace_id, decision, qid, "quarantined")
+        await self._notify(message, decision, "quarantined", qid)
+        # Accepted: what happens next is the organisation's business, not the client's.
+        return f"250 2.0.0 Ok: queued as {qid}"
+
+    def _log_policy(
+        self,
+        server: SealgateSMTP,
+        trace_id: str,
+        decision: Decision,
+        msg_id: str | None,
+        outcome: policy_stage.Outcome,
+    ) -> None:
+        log.event(
+            "policy",
+            id=msg_id,
+            session=server.sid,
+            trace=trace_id,
+            outcome=outcome,
+            **policy_stage.log_fields(decision),
+        )
+
+    async def _notify(
+        self,
+        message: Envelope,
+        decision: Decision,
+        outcome: policy_stage.Outcome,
+        msg_id: str | None,
+    ) -> None:
+        """Queue the notice a notify_sender action asks for; a failure is logged, not fatal."""
+        notice = policy_stage.notification(
+            hostname=self._hostname,
+            envelope=message,
+            decision=decision,
+            outcome=outcome,
+            msg_id=msg_id,
+        )
+        if notice is None:
+            return
+        envelope, data = notice
+        try:
+            queued = await self._spool.put(envelope, data, {"notice_for": msg_id})
+        except SpoolError as exc:
+            log.event(
+                "notice_failed", logging.ERROR, id=msg_id, outcome=outcome, error=type(exc).__name__
+            )
+            return
+        log.event("notice_queued", id=queued.id, original_id=msg_id, to=message.mail_from)

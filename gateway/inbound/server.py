@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import secrets
 import ssl
 import traceback
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,14 @@ from gateway import log
 from gateway.config import HostPort, SmtpConfig
 from gateway.inbound import relay
 from gateway.inbound.auth import Authenticator
-from gateway.inbound.handler import TEMP_FAILURE, TOO_BIG, InboundHandler, SpoolLike, Transaction
+from gateway.inbound.handler import (
+    TEMP_FAILURE,
+    TOO_BIG,
+    InboundHandler,
+    PolicyLike,
+    SpoolLike,
+    Transaction,
+)
 
 # SMTP smuggling (CVE-2023-51764 and relatives): a bare LF or CR inside DATA lets a
 # downstream server see an end of data that we did not. We only ever end DATA at
@@ -43,6 +52,22 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Too many connections, try again later"
 _MAX_LINE = 1001  # 998 characters + CRLF + a transparency dot
 _TIMER_SLICE = 64 * 1024  # restart the data timeout after this many bytes of progress
 _DISCARD_FACTOR = 2  # past this multiple of the size limit, stop reading and hang up
+# A line whose CRLF lies beyond the reader's limit arrives in pieces: it is too long
+# whatever it holds, so it is not also searched for bare CR or LF (see DataScanner).
+_PIECEWISE_LINE = _MAX_LINE + 2
+_CRLF = b"\r\n"
+_DOT_LINE_END = b".\r\n"
+# Replies held back for a pipelining client are sent at the latest at this size.
+_HELD_REPLIES = 8192
+
+# The paths nearly every client sends, "<local@domain>" with a dot-atom local part and
+# an ASCII host name, optionally followed by parameters. Parsed here with one regular
+# expression; anything else goes to aiosmtpd's RFC 5322 parser, which costs a hundred
+# times more (it even defines a class per call). The result is the same for both.
+_SIMPLE_PATH = re.compile(
+    r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>"
+)
 
 
 def _new_session_id() -> str:
@@ -73,6 +98,135 @@ class _Session(Session):
     @login_data.setter
     def login_data(self, value: Any) -> None:
         self._login_data = value
+
+
+class _VerbMethods(Mapping[str, Any]):
+    """A connection's smtp_* methods by verb (aiosmtpd's _smtp_methods), bound when looked up.
+
+    Binding the twenty-odd verbs of every new connection up front costs more than
+    the few lookups a session makes.
+    """
+
+    __slots__ = ("_owner", "_verbs")
+
+    def __init__(self, owner: SMTP, verbs: frozenset[str]) -> None:
+        self._owner = owner
+        self._verbs = verbs
+
+    def __getitem__(self, verb: str) -> Any:
+        if verb not in self._verbs:
+            raise KeyError(verb)
+        return getattr(self._owner, "smtp_" + verb)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._verbs))
+
+    def __len__(self) -> int:
+        return len(self._verbs)
+
+
+class DataScanner:
+    """The DATA stream, fed in pieces as they arrive: where it ends and whether it is acceptable.
+
+    Only <CRLF>.<CRLF> ends the data (RFC 5321 §4.1.1.4): a "." line right after a
+    CRLF, or at the very start. Lines end at CRLF only; a CR or LF anywhere else is
+    bare (SMTP smuggling), a line over 998 characters is too long, and a message
+    over the limit is too big. A line whose CRLF lies beyond the reader's limit
+    counts as too long and is not searched for bare CR or LF, as when each line
+    was read on its own. Whole pieces are checked with bytes methods; only a piece
+    with a suspect line is walked line by line. Once the message is refused,
+    nothing more is kept, so memory stays bounded by the limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0  # bytes of the message as sent (dot-stuffed), end line excluded
+        self.bare = False
+        self.too_long = False
+        self._parts: list[bytes] = []  # accepted lines, transparency dots removed
+        self._carry = b""  # the unfinished last line, or only its last byte once too long
+        self._carry_len = 0  # the unfinished line's full length so far
+        self._last2 = b""  # the last two bytes fed, to tell where lines start
+
+    @property
+    def too_big(self) -> bool:
+        """The message is over the size limit."""
+        return self.size > self.limit
+
+    @property
+    def refused(self) -> bool:
+        """Some check failed: the message will not be accepted."""
+        return self.bare or self.too_long or self.too_big
+
+    async def receive(self, reader: asyncio.StreamReader) -> bool:
+        """Read and take the next piece; True once the end-of-data line has been read.
+
+        Reads what has arrived up to the next ".<CRLF>" (a candidate end), or past
+        the reader's limit whatever has arrived, so nothing after the end-of-data
+        line is consumed: pipelined commands stay in the reader. Raises
+        asyncio.IncompleteReadError when the client goes away first.
+        """
+        try:
+            chunk = await reader.readuntil(_DOT_LINE_END)
+        except asyncio.LimitOverrunError as exc:
+            chunk = await reader.read(exc.consumed)
+        else:
+            if self.ends_data(chunk):
+                self.feed(chunk[: -len(_DOT_LINE_END)])
+                return True
+        self.feed(chunk)
+        return False
+
+    def ends_data(self, chunk: bytes) -> bool:
+        """Whether chunk, read up to and including a ".<CRLF>", ends with the end-of-data line."""
+        dot = len(chunk) - len(_DOT_LINE_END)
+        if dot == 0 and self.size == 0:
+            return True  # "." as the first line: an empty message
+        return (self._last2 + chunk[max(0, dot - 2) : dot])[-2:] == _CRLF
+
+    def feed(self, data: bytes) -> None:
+        """Take the next piece of the message (never the end-of-data line itself)."""
+        if not data:
+            return
+        self.size += len(data)
+        self._last2 = (self._last2 + data[-2:])[-2:]
+        buf = self._carry + data if self._carry else data
+        end = buf.rfind(_CRLF)
+        if end < 0:
+            self._carry_len += len(data)
+            self._carry = buf if self._carry_len <= _PIECEWISE_LINE else buf[-1:]
+            return
+        complete, rest = buf[: end + 2], buf[end + 2 :]
+        self._check(complete, dropped=self._carry_len - len(self._carry))
+        self._carry = rest if len(rest) <= _PIECEWISE_LINE else rest[-1:]
+        self._carry_len = len(rest)
+        if self.refused:
+            self._parts.clear()
+            return
+        # RFC 5321 §4.5.2: remove the transparency dot; complete starts at a line start.
+        if complete[:1] == b".":
+            complete = complete[1:]
+        self._parts.append(complete.replace(b"\r\n.", _CRLF))
+
+    def _check(self, lines: bytes, dropped: int) -> None:
+        """Check complete lines; the first is dropped bytes longer than shown (a long line)."""
+        crlfs = lines.count(_CRLF)
+        if not dropped and lines.count(b"\r") == crlfs and lines.count(b"\n") == crlfs:
+            if len(lines) > _MAX_LINE and max(map(len, lines.split(_CRLF))) + 2 > _MAX_LINE:
+                self.too_long = True
+            return
+        for i, line in enumerate(lines.split(_CRLF)[:-1]):
+            length = len(line) + 2 + (dropped if i == 0 else 0)
+            if length > _PIECEWISE_LINE:
+                self.too_long = True
+            elif b"\r" in line or b"\n" in line:
+                self.bare = True
+            elif length > _MAX_LINE:
+                self.too_long = True
+
+    def message(self) -> bytes:
+        """The message without transparency dots (empty once refused)."""
+        return b"".join(self._parts)
 
 
 class SealgateSMTP(SMTP):
@@ -114,6 +268,12 @@ class SealgateSMTP(SMTP):
         self._server = server
         self._cfg = cfg
         self._data_timeout = cfg.data_timeout
+        self._verbs = frozenset(self._smtp_methods)
+        self._init_connection()
+
+    def _init_connection(self) -> None:
+        self._held: list[bytes] = []
+        self._held_size = 0
         self._refused = False
         self._released = False
         self.in_data = False
@@ -123,6 +283,38 @@ class SealgateSMTP(SMTP):
         self.transactions = 0
         self.auth_failures = 0
         self.handler_task: asyncio.Task[None] | None = None
+
+    def spawn(self) -> SealgateSMTP:
+        """A protocol for a new connection, set up like this one (a template never connected).
+
+        aiosmtpd's constructor introspects the protocol and the handler (dir,
+        inspect.getmembers, inspect.signature) to find its hooks: a few hundred
+        microseconds per connection, the same answer every time. A listener
+        builds one template with it; each connection copies the template's
+        settings and gets fresh connection state: stream reader and writer
+        state, command size limits, and its own bound command methods.
+        """
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        asyncio.StreamReaderProtocol.__init__(
+            clone,
+            asyncio.StreamReader(limit=self.line_length_limit, loop=self.loop),
+            client_connected_cb=clone._cb_client_connected,
+            loop=self.loop,
+        )
+        clone.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit, self.command_size_limits
+        )
+        clone._smtp_methods = _VerbMethods(clone, self._verbs)  # type: ignore[assignment]
+        clone._auth_methods = {
+            # aiosmtpd's own mechanisms are methods of the protocol: bind them to the clone.
+            name: attr._replace(method=types.MethodType(attr.method.__func__, clone))  # type: ignore[attr-defined]
+            if attr.is_builtin
+            else attr
+            for name, attr in self._auth_methods.items()
+        }
+        clone._init_connection()
+        return clone
 
     # -- connection life -----------------------------------------------------------
 
@@ -171,11 +363,39 @@ class SealgateSMTP(SMTP):
         log.event("timeout", session=self.sid, ip=self.client_ip, in_data=self.in_data)
         self.close_with(TIMEOUT.format(host=self.hostname))
 
+    async def push(self, status: str | bytes) -> None:
+        """Send a reply, or hold it while the client's next command is already here.
+
+        RFC 2920: a client that pipelines reads the replies to a whole group of
+        commands; they go out together, in one write, when the last command of the
+        group has been answered. Every command answers (DATA with its 354), so a
+        held reply always leaves with the next one.
+        """
+        if isinstance(status, str):
+            status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        self._held.append(status + b"\r\n")
+        self._held_size += len(status) + 2
+        if not self.in_data and self._held_size < _HELD_REPLIES and self._command_waiting():
+            return
+        replies = b"".join(self._held)
+        self._held.clear()
+        self._held_size = 0
+        self._writer.write(replies)
+        await self._writer.drain()
+
+    def _command_waiting(self) -> bool:
+        # asyncio's StreamReader has no peek; aiosmtpd reads its buffer too (STARTTLS).
+        buffer = getattr(self._reader, "_buffer", None)
+        return isinstance(buffer, bytearray) and b"\n" in buffer
+
     def close_with(self, reply: str) -> None:
-        """Send a final reply and close the connection without waiting."""
+        """Send a final reply (after any held back) and close the connection without waiting."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
+            held = b"".join(self._held)
+            self._held.clear()
+            self._held_size = 0
+            transport.write(held + reply.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
 
     def abort(self) -> None:
@@ -203,6 +423,23 @@ class SealgateSMTP(SMTP):
             cipher=cipher[0] if cipher else "unknown",
             peer_cert=obj.getpeercert(binary_form=True),
         )
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """(address, the rest of the line) of a MAIL or RCPT argument, as aiosmtpd parses it."""
+        m = _SIMPLE_PATH.match(arg)
+        if m is not None:
+            rest = arg[m.end() :]
+            if rest[:1] in ("", " ", "\t"):
+                rest = rest.lstrip(" \t")
+                # A comment after the path is CFWS the full parser would consume.
+                if not rest.startswith("("):
+                    if self.local_part_limit and len(m.group(1)) > self.local_part_limit:
+                        return None, None
+                    return m.group(0)[1:-1], rest
+        address: str | None
+        rest_: str | None
+        address, rest_ = super()._getaddr(arg)
+        return address, rest_
 
     async def handle_exception(self, error: Exception) -> str:
         """Log the error with its traceback; the client only hears a generic 451."""
@@ -255,63 +492,37 @@ class SealgateSMTP(SMTP):
         self._reset_timeout(self._data_timeout)
         reader = self._reader
         limit = self._cfg.max_message_size
-        lines: list[bytes] = []
-        size = since_timer = 0
-        continuing = False  # inside a line longer than the reader's buffer limit
-        too_long = too_big = bare = False
+        scanner = DataScanner(limit)
+        since_timer = 0
         while True:
+            size = scanner.size
             try:
-                line = await reader.readuntil(b"\r\n")
-                complete = True
-            except asyncio.LimitOverrunError as exc:
-                line = await reader.read(exc.consumed)
-                complete = False
+                if await scanner.receive(reader):
+                    break
             except asyncio.IncompleteReadError:
                 return  # the client went away mid-message: nothing was acknowledged
-            # Only <CRLF>.<CRLF> ends the data (RFC 5321 §4.1.1.4), never a lone LF or CR.
-            if complete and not continuing and line == b".\r\n":
-                break
-            size += len(line)
-            since_timer += len(line)
+            since_timer += scanner.size - size
             if since_timer >= _TIMER_SLICE:
                 since_timer = 0
                 self._reset_timeout(self._data_timeout)
-            if size > limit * _DISCARD_FACTOR:
+            if scanner.size > limit * _DISCARD_FACTOR:
                 # A client that ignores SIZE would keep us reading forever.
-                self._log_rejected(552, "message too big", size=size)
+                self._log_rejected(552, "message too big", size=scanner.size)
                 self.close_with(TOO_BIG)
                 return
-            if not complete or continuing:
-                too_long = True
-                continuing = not complete
-            # readuntil ends each line at its first CRLF, so any other CR or LF is bare.
-            # The rest is still read up to the real end of data: closing with input
-            # unread would reset the connection and the client might miss the reply.
-            elif line.count(b"\n") != 1 or line.count(b"\r") != 1:
-                bare = True
-            elif len(line) > _MAX_LINE:
-                too_long = True
-            if size > limit:
-                too_big = True
-            if bare or too_long or too_big:
-                lines.clear()
-                continue
-            # RFC 5321 §4.5.2: remove the transparency dot.
-            lines.append(line[1:] if line[:1] == b"." else line)
-        if bare:
+        if scanner.bare:
             self._log_rejected(521, "bare CR or LF in DATA")
             self.close_with(BARE_NEWLINE)
             return
-        if too_big:
-            self._log_rejected(552, "message too big", size=size)
+        if scanner.too_big:
+            self._log_rejected(552, "message too big", size=scanner.size)
             await self.push(TOO_BIG)
             return
-        if too_long:
+        if scanner.too_long:
             self._log_rejected(554, "line too long")
             await self.push(LINE_TOO_LONG)
             return
-        content = b"".join(lines)
-        lines.clear()
+        content = scanner.message()
         envelope.content = envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         await self.push(status)
@@ -332,7 +543,13 @@ class InboundServer:
     """Every inbound SMTP listener of one configuration."""
 
     def __init__(
-        self, cfg: SmtpConfig, hostname: str, spool: SpoolLike, tls_context: ssl.SSLContext
+        self,
+        cfg: SmtpConfig,
+        hostname: str,
+        spool: SpoolLike,
+        tls_context: ssl.SSLContext,
+        *,
+        policy: PolicyLike | None = None,
     ) -> None:
         if cfg.proxy_protocol and cfg.listen_implicit_tls:
             # The PROXY header precedes the TLS handshake, which asyncio's TLS
@@ -342,7 +559,7 @@ class InboundServer:
         self._hostname = hostname
         self._tls = tls_context
         self._auth = Authenticator(cfg.users)
-        self._handler = InboundHandler(cfg, hostname, spool, self._auth)
+        self._handler = InboundHandler(cfg, hostname, spool, self._auth, policy=policy)
         self._mechanisms_off = [] if self._auth.enabled else ["PLAIN", "LOGIN"]
         self._servers: list[tuple[asyncio.Server, HostPort, str]] = []
         self._sessions: set[SealgateSMTP] = set()
@@ -368,18 +585,16 @@ class InboundServer:
     # -- lifecycle -------------------------------------------------------------------
 
     def _factory(self, implicit_tls: bool) -> Callable[[], SealgateSMTP]:
-        def make() -> SealgateSMTP:
-            return SealgateSMTP(
-                self,
-                self._handler,
-                self._cfg,
-                self._hostname,
-                self._tls,
-                implicit_tls=implicit_tls,
-                auth_mechanisms_off=self._mechanisms_off,
-            )
-
-        return make
+        template = SealgateSMTP(
+            self,
+            self._handler,
+            self._cfg,
+            self._hostname,
+            self._tls,
+            implicit_tls=implicit_tls,
+            auth_mechanisms_off=self._mechanisms_off,
+        )
+        return template.spawn
 
     async def _prepare_client_certs(self) -> None:
         ctx = self._tls
