@@ -52,8 +52,14 @@ async def _reply(reader: asyncio.StreamReader) -> int:
 
 
 async def _session(
-    host: str, port: int, jobs: asyncio.Queue[int], size: int, sender: str, rcpt: str,
-    result: LoadResult, per_session: int,
+    host: str,
+    port: int,
+    jobs: asyncio.Queue[int],
+    size: int,
+    sender: str,
+    rcpt: str,
+    result: LoadResult,
+    per_session: int,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -105,8 +111,15 @@ async def _session(
 
 
 async def run_load(
-    host: str, port: int, *, messages: int, sessions: int, size: int,
-    sender: str, rcpt: str, per_session: int = 100,
+    host: str,
+    port: int,
+    *,
+    messages: int,
+    sessions: int,
+    size: int,
+    sender: str,
+    rcpt: str,
+    per_session: int = 100,
 ) -> LoadResult:
     """Send messages over concurrent sessions; per_session messages per connection."""
     jobs: asyncio.Queue[int] = asyncio.Queue()

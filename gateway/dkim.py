@@ -11,18 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import functools
 import hashlib
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from dkim.canonicalization import Relaxed
 
 from gateway import log
 from gateway.config import DkimKey
@@ -98,6 +98,16 @@ _DOMAIN_RE = re.compile(
 _SELECTOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LINE_LIMIT = 78
 _SPACES_RE = re.compile(b"  +")
+_WSP_RUN_RE = re.compile(b"[\t ]+")
+# The From: fields nearly all mail has: "addr@domain", "<addr@domain>" or a plain
+# display name before "<addr@domain>". Read with one regular expression; anything
+# else goes to email.utils, which gives the same address for these.
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_HOST = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_SIMPLE_FROM_RE = re.compile(
+    rf"[ \t]*(?:[A-Za-z0-9][A-Za-z0-9 ]*[ \t]*)?<{_DOT_ATOM}@({_HOST})>[ \t]*"
+    rf"|[ \t]*{_DOT_ATOM}@({_HOST})[ \t]*"
+)
 
 
 class DkimKeyError(Exception):
@@ -113,9 +123,10 @@ class SigningKey:
     private_key: PrivateKey
     path: Path
 
-    @property
+    @functools.cached_property
     def algorithm(self) -> str:
         """The a= tag value this key signs with."""
+        # Cached: isinstance against the key's abstract class is slow, and asked per message.
         if isinstance(self.private_key, ed25519.Ed25519PrivateKey):
             return "ed25519-sha256"
         return "rsa-sha256"
@@ -284,6 +295,9 @@ def _from_domain(headers: list[tuple[bytes, bytes]]) -> str | None:
         if name.lower() != b"from":
             continue
         text = re.sub(r"\r?\n", "", value.decode("utf-8", "replace"))
+        simple = _SIMPLE_FROM_RE.fullmatch(text)
+        if simple is not None:
+            return ascii_domain(simple.group(1) or simple.group(2))
         for _display, addr in email.utils.getaddresses([text]):
             if "@" in addr:
                 return ascii_domain(addr.rpartition("@")[2])
@@ -333,11 +347,28 @@ def _header_list(headers: list[tuple[bytes, bytes]]) -> list[str]:
     return out
 
 
+def _relaxed_header(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    """RFC 6376 §3.4.2 relaxed header canonicalization, as dkimpy's Relaxed does it.
+
+    Lower-cased name; the value unfolded, runs of WSP made one space, trimmed,
+    then CRLF. Plain bytes methods where dkimpy runs two regular expressions.
+    """
+    if b"\n" in value:
+        value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN_RE.sub(b" ", value)
+    return name.lower().rstrip(), value.strip() + b"\r\n"
+
+
 def _signed_header_bytes(headers: list[tuple[bytes, bytes]], names: list[str]) -> bytes:
     """Relaxed-canonical fields named in h=, each name taking instances bottom-up (§5.4.2)."""
+    wanted = {n.encode("ascii") for n in names}
     by_name: dict[bytes, list[tuple[bytes, bytes]]] = {}
-    for name, value in Relaxed.canonicalize_headers(headers):
-        by_name.setdefault(name, []).append((name, value))
+    for raw_name, raw_value in headers:
+        if raw_name.lower().rstrip() not in wanted:
+            continue
+        canon_name, canon_value = _relaxed_header(raw_name, raw_value)
+        by_name.setdefault(canon_name, []).append((canon_name, canon_value))
     parts: list[bytes] = []
     for name in names:
         instances = by_name.get(name.encode("ascii"))
@@ -391,11 +422,17 @@ def _fold_b64(value: str, linesep: str) -> str:
     return (linesep + "  ").join(c for c in chunks if c)
 
 
-def _sign_digest(key: PrivateKey, signed: bytes) -> bytes:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
+_PKCS1V15 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+
+
+def _sign_digest(key: SigningKey, signed: bytes) -> bytes:
+    # The algorithm names the key type (checked once, see SigningKey.algorithm).
+    if key.algorithm == "ed25519-sha256":
         # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the canonical header data.
-        return key.sign(hashlib.sha256(signed).digest())
-    return key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+        ed = cast(ed25519.Ed25519PrivateKey, key.private_key)
+        return ed.sign(hashlib.sha256(signed).digest())
+    return cast(rsa.RSAPrivateKey, key.private_key).sign(signed, _PKCS1V15, _SHA256)
 
 
 class DkimSigner:
@@ -457,9 +494,9 @@ class DkimSigner:
         for key in keys:
             unsigned = _signature_header(key, names, body_hash, timestamp, linesep)
             name, value = unsigned.encode("ascii").split(b":", 1)
-            canon_name, canon_value = Relaxed.canonicalize_headers([(name, value)])[0]
+            canon_name, canon_value = _relaxed_header(name, value)
             # §3.7: the signature field itself is hashed last, without its trailing CRLF.
             to_sign = signed_headers + canon_name + b":" + canon_value.removesuffix(b"\r\n")
-            sig = base64.b64encode(_sign_digest(key.private_key, to_sign)).decode("ascii")
+            sig = base64.b64encode(_sign_digest(key, to_sign)).decode("ascii")
             fields.append((unsigned + _fold_b64(sig, linesep) + linesep).encode("ascii"))
         return b"".join(fields) + data

@@ -13,7 +13,16 @@ Layout under data_dir/spool/:
 Durability: a message file is written to a temporary name, fsynced and renamed;
 put() returns only after the directory holding the new name is fsynced too.
 Concurrent puts share that directory fsync (group commit), and every write and
-fsync runs in a small thread pool, several at once.
+fsync runs in a small thread pool, several at once: each put is one hand-off to
+a thread, which writes, renames and waits for a directory fsync started after
+its rename (its own, or one another thread started meanwhile).
+
+Several processes may share one spool: the daemon's inbound side puts messages,
+its outbound process delivers and removes them. A put's header line (with the
+message bytes) is what the spool hands to `on_new_header` subscribers, and what
+`message_from_header` turns back into a QueuedMessage in the other process;
+`announce` can keep the bytes that came along, so that the first read_body of a
+fresh message needs no disk read.
 """
 
 from __future__ import annotations
@@ -25,11 +34,12 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import re
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -56,6 +66,8 @@ _STATE_SUFFIX = ".state"
 _AAD_PREFIX = b"sealgate spool v1\n"
 _RECIPIENT_FIELDS = frozenset(f.name for f in fields(RecipientStatus))
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+# Bodies announced with a message are kept for its first read_body, up to this much.
+_FRESH_BYTES = 64 * 1024 * 1024
 
 _T = TypeVar("_T")
 
@@ -83,9 +95,26 @@ class AlreadyRunning(Exception):
 # --- queue ids -------------------------------------------------------------------
 
 
+class _IdClock:
+    """Keeps the ids one process makes strictly increasing, even within a millisecond."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self) -> int:
+        value = ((time.time_ns() // 1_000_000) << _RANDOM_BITS) | secrets.randbits(_RANDOM_BITS)
+        with self._lock:
+            value = self._last = max(value, self._last + 1)
+        return value
+
+
+_ID_CLOCK = _IdClock()
+
+
 def new_id() -> str:
     """A unique, filename-safe id that sorts by creation time (18 base32 characters)."""
-    value = ((time.time_ns() // 1_000_000) << _RANDOM_BITS) | secrets.randbits(_RANDOM_BITS)
+    value = _ID_CLOCK.next()
     out = []
     for _ in range(18):
         out.append(_ID_ALPHABET[value & 31])
@@ -112,6 +141,12 @@ class DaemonLock:
     def __init__(self, fd: int, path: Path) -> None:
         self._fd: int | None = fd
         self.path = path
+
+    def fileno(self) -> int:
+        """The locked file's descriptor; a child process given it holds the lock too."""
+        if self._fd is None:
+            raise ValueError("the lock was released")
+        return self._fd
 
     def release(self) -> None:
         """Give the lock up (closing the file releases the flock)."""
@@ -220,8 +255,13 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode()
 
 
+_LEAVES = (str, int, float, type(None))
+
+
 def _plain(value: Any) -> Any:
     """A JSON-ready copy of a dataclass tree (Envelope.to_json without asdict's deep copies)."""
+    if isinstance(value, _LEAVES):
+        return value
     names = _FIELD_NAMES.get(type(value))
     if names is None and is_dataclass(value) and not isinstance(value, type):
         names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
@@ -239,6 +279,25 @@ def _envelope_json(envelope: Envelope) -> dict[str, Any]:
     return out
 
 
+def _parse_header(line: bytes) -> tuple[str, Envelope, int, dict[str, Any]]:
+    """(id, envelope, size, meta) of a message file's header line; raises ValueError."""
+    try:
+        head = json.loads(line)
+        if head.get("v") != FORMAT_VERSION:
+            raise ValueError(f"unknown format version {head.get('v')!r}")
+        msg_id = head["id"]
+        if not isinstance(msg_id, str) or not valid_id(msg_id):
+            raise ValueError("header holds no valid message id")
+        envelope = _envelope(head["envelope"])
+        size = int(head["size"])
+        meta = head.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not a mapping")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    return msg_id, envelope, size, meta
+
+
 def _envelope(raw: Any) -> Envelope:
     env = Envelope.from_json(raw)
     if not isinstance(env.mail_from, str) or not isinstance(raw["rcpt_to"], list):
@@ -254,6 +313,103 @@ class SpoolStats:
 
     puts: int = 0
     dir_syncs: int = 0
+
+
+class _DirSync:
+    """Makes renames and unlinks in one directory durable, one fsync serving many (group commit).
+
+    Called from the spool's I/O threads: a thread that changed the directory takes
+    a ticket, then waits for a directory fsync that started after its change. While
+    one fsync runs, the threads that come in meanwhile queue up; the next fsync
+    covers all of them.
+    """
+
+    def __init__(self, path: Path, stats: SpoolStats) -> None:
+        self._path = path
+        self._stats = stats
+        self._count_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._changes = 0
+        self._synced = 0
+
+    def changed(self) -> int:
+        """Note a rename or unlink just done; returns the ticket to pass to sync()."""
+        with self._count_lock:
+            self._changes += 1
+            return self._changes
+
+    def sync(self, ticket: int) -> None:
+        """Return once the change with this ticket is durable; raises OSError."""
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return  # an fsync that started after that change has completed
+            with self._count_lock:
+                target = self._changes
+            fsync_dir(self._path)
+            self._stats.dir_syncs += 1
+            self._synced = target
+
+
+class _IoThreads:
+    """A few threads doing the spool's blocking file work for the event loop.
+
+    Leaner than a ThreadPoolExecutor behind run_in_executor, which builds a
+    concurrent Future with its own locks and chains it to an asyncio one: the
+    gateway makes several of these hand-offs per message. Threads start as work
+    arrives, up to count.
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self._count = count
+        self._name = name
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def run(self, func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        """Run func(*args) in a thread; the future resolves on the calling event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        if len(self._threads) < self._count:
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        self._jobs.put((loop, future, func, args))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, func, args = job
+            try:
+                result = func(*args)
+            except BaseException as exc:
+                outcome: tuple[Any, BaseException | None] = (None, exc)
+            else:
+                outcome = (result, None)
+            try:
+                loop.call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+    def shutdown(self) -> None:
+        """Let the threads finish the queued work and exit."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[Any, BaseException | None]) -> None:
+    if future.cancelled():
+        return
+    result, exc = outcome
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class _DirSyncFailed(Exception):
+    """The file was written, but the directory holding its new name could not be synced."""
 
 
 class _KeyedLocks:
@@ -290,46 +446,45 @@ class Spool:
         self.control_dir = self.dir / "control"
         self.corrupt_dir = self.dir / "corrupt"
         self._key = key
-        self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="spool-io")
+        self._pool = _IoThreads(io_threads, "spool-io")
         self._callbacks: list[Callable[[QueuedMessage], None]] = []
+        self._header_callbacks: list[Callable[[bytes, bytes], None]] = []
+        self._fresh: dict[str, bytes] = {}  # insertion-ordered: the oldest goes first
+        self._fresh_bytes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._locks = _KeyedLocks()
-        self._batch: list[asyncio.Future[None]] = []
         self._abandoned: set[str] = set()
-        self._wake: asyncio.Event | None = None
-        self._committer: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
         self.stats = SpoolStats()
+        self._qsync = _DirSync(self.qdir, self.stats)
 
     # --- lifecycle ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Create the directories, clear crash leftovers, start the group-commit task."""
+    async def start(self, *, owner: bool = True) -> None:
+        """Open the spool for writing; the owner also creates directories and clears leftovers.
+
+        Exactly one process is the owner (the daemon's main process): clearing
+        temporary files is only safe where no put can be under way.
+        """
         if self._closed:
             raise SpoolError("spool is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._pool, self._prepare)
-        except OSError as exc:
-            raise _storage_error(exc, "cannot prepare the spool") from exc
-        self._wake = asyncio.Event()
-        self._committer = asyncio.create_task(self._commit_loop(), name="spool-commit")
+        if owner:
+            try:
+                await self._pool.run(self._prepare)
+            except OSError as exc:
+                raise _storage_error(exc, "cannot prepare the spool") from exc
         self._started = True
 
     async def close(self) -> None:
-        """Wait for pending writes, stop the commit task and the I/O threads."""
+        """Wait for pending writes, then stop the I/O threads."""
         if self._closed:
             return
         self._closed = True
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        if self._committer is not None and self._wake is not None:
-            self._started = False
-            self._wake.set()
-            await self._committer
-            self._committer = None
-        self._pool.shutdown(wait=False)
+        self._started = False
+        self._pool.shutdown()
 
     def _prepare(self) -> None:
         for d in (self.dir, self.qdir, self.control_dir, self.corrupt_dir):
@@ -372,48 +527,48 @@ class Spool:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # --- group commit ------------------------------------------------------------------
-
-    async def _commit_loop(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._batch = self._batch, []
-            if batch:
-                self.stats.dir_syncs += 1
-                try:
-                    await loop.run_in_executor(self._pool, fsync_dir, self.qdir)
-                except Exception as exc:
-                    for fut in batch:
-                        if not fut.done():
-                            fut.set_exception(_storage_error(exc, "cannot sync spool directory"))
-                else:
-                    for fut in batch:
-                        if not fut.done():
-                            fut.set_result(None)
-            if not self._started and not self._batch:
-                return
-
-    async def _sync_qdir(self) -> None:
-        """Return once every rename/unlink done so far in q/ is durable."""
-        if self._committer is None or self._wake is None or self._committer.done():
-            await asyncio.get_running_loop().run_in_executor(self._pool, fsync_dir, self.qdir)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._batch.append(fut)
-        self._wake.set()
-        await fut
-
     async def _run(self, func: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+        return await self._pool.run(func, *args)
 
     # --- put ---------------------------------------------------------------------------
 
     def on_new(self, callback: Callable[[QueuedMessage], None]) -> None:
         """Call callback (on the loop) with each message once its put() is durable."""
         self._callbacks.append(callback)
+
+    def on_new_header(self, callback: Callable[[bytes, bytes], None]) -> None:
+        """Call callback(header line, message bytes) for each put, once it is durable.
+
+        The line (JSON, no newline) is what another process sharing the spool
+        passes to message_from_header.
+        """
+        self._header_callbacks.append(callback)
+
+    def message_from_header(self, line: bytes) -> QueuedMessage:
+        """The new message a header line from on_new_header describes; raises ValueError."""
+        msg_id, envelope, size, meta = _parse_header(line)
+        return QueuedMessage(
+            id=msg_id,
+            envelope=envelope,
+            size=size,
+            recipients=tuple(RecipientStatus(a) for a in envelope.rcpt_to),
+            next_attempt=0.0,
+            meta=meta,
+        )
+
+    def announce(self, msg: QueuedMessage, body: bytes | None = None) -> None:
+        """Tell on_new subscribers of a message another process put (see on_new_header).
+
+        With body (the message bytes that process put), the first read_body of
+        the message returns it without reading the file.
+        """
+        if body is not None:
+            self._keep_fresh(msg.id, body)
+        for callback in self._callbacks:
+            try:
+                callback(msg)
+            except Exception:
+                logging.getLogger(__name__).exception("on_new callback failed for %s", msg.id)
 
     async def put(
         self, envelope: Envelope, data: bytes, meta: dict[str, Any] | None = None
@@ -464,31 +619,40 @@ class Spool:
             meta=meta,
         )
         self.stats.puts += 1
-        for callback in self._callbacks:
+        for header_callback in self._header_callbacks:
             try:
-                callback(msg)
+                header_callback(header, data)
             except Exception:
-                logging.getLogger(__name__).exception("on_new callback failed for %s", msg_id)
+                logging.getLogger(__name__).exception("on_new_header callback failed")
+        self.announce(msg)
         return msg
 
     async def _store(self, msg_id: str, header: bytes, data: bytes) -> None:
         try:
-            await self._run(self._write_message, msg_id, header, data)
+            await self._run(self._write_durably, msg_id, header, data)
+        except _DirSyncFailed as failed:
+            exc = failed.__cause__ or failed
+            raise _storage_error(exc, "cannot sync spool directory") from exc
         except Exception as exc:
             raise _storage_error(exc, "cannot write message") from exc
-        try:
-            await self._sync_qdir()
-        except Exception as exc:
-            with contextlib.suppress(OSError):
-                await self._run(self._unlink_message, msg_id)
-            raise _storage_error(exc, "cannot sync spool directory") from exc
         if msg_id in self._abandoned:
             self._abandoned.discard(msg_id)
             await self._remove_locked(msg_id)
 
+    def _write_durably(self, msg_id: str, header: bytes, data: bytes) -> None:
+        self._write_message(msg_id, header, data)
+        try:
+            self._qsync.sync(self._qsync.changed())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._unlink_message(msg_id)
+            raise _DirSyncFailed() from exc
+
     def _write_message(self, msg_id: str, header: bytes, data: bytes) -> None:
         assert self._key is not None
-        tmp = self.qdir / f".{msg_id}.tmp"
+        # Plain strings: Path objects cost more than the system calls on this path.
+        qdir = os.fspath(self.qdir)
+        tmp = os.path.join(qdir, f".{msg_id}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             pending = [header, b"\n"]
@@ -503,11 +667,12 @@ class Spool:
             os.fsync(fd)
             os.close(fd)
             fd = -1
-            os.rename(tmp, self.qdir / msg_id)
+            os.rename(tmp, os.path.join(qdir, msg_id))
         except BaseException:
             if fd >= 0:
                 os.close(fd)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     # --- reading -------------------------------------------------------------------------
@@ -549,17 +714,10 @@ class Spool:
         try:
             if not line.endswith(b"\n"):
                 raise ValueError("header line is missing or too long")
-            head = json.loads(line)
-            if head.get("v") != FORMAT_VERSION:
-                raise ValueError(f"unknown format version {head.get('v')!r}")
-            if head["id"] != msg_id:
+            head_id, envelope, size, meta = _parse_header(line)
+            if head_id != msg_id:
                 raise ValueError("header names another message id")
-            envelope = _envelope(head["envelope"])
-            size = int(head["size"])
-            meta = head.get("meta") or {}
-            if not isinstance(meta, dict):
-                raise ValueError("metadata is not a mapping")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except ValueError as exc:
             self._quarantine(msg_id, f"unreadable header: {exc}")
             return None
         msg = QueuedMessage(
@@ -602,9 +760,26 @@ class Spool:
                 self._move_to_corrupt(path)
             return msg
 
+    def _keep_fresh(self, msg_id: str, body: bytes) -> None:
+        if len(body) > _FRESH_BYTES:
+            return
+        self._fresh[msg_id] = body
+        self._fresh_bytes += len(body)
+        while self._fresh_bytes > _FRESH_BYTES:
+            self._fresh_bytes -= len(self._fresh.pop(next(iter(self._fresh))))
+
+    def _forget_fresh(self, msg_id: str) -> bytes | None:
+        body = self._fresh.pop(msg_id, None)
+        if body is not None:
+            self._fresh_bytes -= len(body)
+        return body
+
     async def read_body(self, msg_id: str) -> bytes:
         """The unsealed message bytes. Raise MessageNotFound, MessageCorrupt or SpoolError."""
         _check_id(msg_id)
+        body = self._forget_fresh(msg_id)
+        if body is not None:
+            return body
         if self._key is None:
             raise SpoolError("spool was opened without a master key")
         if self._closed:
@@ -654,7 +829,6 @@ class Spool:
         async with self._locks.hold(msg_id):
             try:
                 await self._run(self._write_state, msg_id, state)
-                await self._sync_qdir()
             except Exception as exc:
                 raise _storage_error(exc, f"cannot save state of {msg_id}") from exc
 
@@ -664,10 +838,12 @@ class Spool:
         path = self.qdir / f"{msg_id}{_STATE_SUFFIX}"
         write_file(path, state, sync_dir=False)
         _adopt_owner(path, self.qdir)
+        self._qsync.sync(self._qsync.changed())
 
     async def remove(self, msg_id: str) -> None:
         """Delete a message and its state durably (all recipients are final)."""
         _check_id(msg_id)
+        self._forget_fresh(msg_id)
         await asyncio.shield(self._spawn(self._remove_locked(msg_id)))
 
     async def _remove_locked(self, msg_id: str) -> None:
@@ -676,10 +852,13 @@ class Spool:
 
     async def _remove_unlocked(self, msg_id: str) -> None:
         try:
-            await self._run(self._unlink_message, msg_id)
-            await self._sync_qdir()
+            await self._run(self._unlink_durably, msg_id)
         except Exception as exc:
             raise _storage_error(exc, f"cannot remove {msg_id}") from exc
+
+    def _unlink_durably(self, msg_id: str) -> None:
+        self._unlink_message(msg_id)
+        self._qsync.sync(self._qsync.changed())
 
     def _unlink_message(self, msg_id: str) -> None:
         # Message first: a crash in between leaves an orphan state file (cleaned

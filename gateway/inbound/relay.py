@@ -8,6 +8,7 @@ not send at all.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
@@ -60,6 +61,8 @@ def sender_matches(patterns: Iterable[str], address: str) -> bool:
     return False
 
 
+# Upstreams are few and come back for every message: parse each address once.
+@functools.lru_cache(maxsize=4096)
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         ip = ipaddress.ip_address(text.split("%", 1)[0])

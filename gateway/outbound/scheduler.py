@@ -40,6 +40,11 @@ _SIGN_INLINE_LIMIT = 256 * 1024
 # in memory; the connection semaphores bound network use separately.
 DEFAULT_MAX_ACTIVE = 1000
 _STOP_CANCEL_GRACE = 10.0
+# How many finished message ids are remembered. When another process tells the
+# scheduler about new messages (gateway.daemon's outbound process), a message it
+# also found on disk at start may already be delivered and gone by the time the
+# notice arrives: the notice is then ignored rather than turned into a ghost.
+_FINISHED_MEMORY = 10_000
 
 
 # --- what the scheduler needs from its collaborators ------------------------------
@@ -236,6 +241,7 @@ class Scheduler:
         self._attempts: dict[str, asyncio.Task[None]] = {}
         self._retry_after: set[str] = set()
         self._forgotten: set[str] = set()
+        self._finished: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
         # Last queued spool write per message: writes for one message run in
         # order and are never cut short by a cancelled caller.
         self._io: dict[str, asyncio.Future[None]] = {}
@@ -297,7 +303,12 @@ class Scheduler:
             self._add(msg)
 
     def _add(self, msg: QueuedMessage) -> None:
-        if self._stopping or msg.id in self._messages or msg.id in self._forgotten:
+        if (
+            self._stopping
+            or msg.id in self._messages
+            or msg.id in self._forgotten
+            or msg.id in self._finished
+        ):
             return
         self._messages[msg.id] = msg
         self._schedule(msg.id, msg.next_attempt)
@@ -452,6 +463,8 @@ class Scheduler:
         if signer is None:
             return data
         entry = ctx.signed.get(id(data))
+        if entry is None and ctx.remaining == 1 and len(data) <= _SIGN_INLINE_LIMIT:
+            return signer.sign(data, mail_from)  # no other group left to share it with
         if entry is None:
             if len(data) > _SIGN_INLINE_LIMIT:
                 coro = asyncio.to_thread(signer.sign, data, mail_from)
@@ -563,6 +576,7 @@ class Scheduler:
             # Gone or quarantined by the spool (which logged why): nothing left to deliver.
             log.event("dropped", level=logging.ERROR, id=mid, reason=type(exc).__name__)
             self._messages.pop(mid, None)
+            self._remember_finished(mid)
             return
         except Exception as exc:
             log.event(
@@ -589,7 +603,12 @@ class Scheduler:
         else:
             groups = self._plan(msg, pending)
             ctx = _AttemptContext(remaining=len(groups))
-            batches = await asyncio.gather(*(self._run_group(msg, data, g, ctx) for g in groups))
+            if len(groups) == 1:
+                batches = [await self._run_group(msg, data, groups[0], ctx)]
+            else:
+                batches = await asyncio.gather(
+                    *(self._run_group(msg, data, g, ctx) for g in groups)
+                )
             outcomes = [o for batch in batches for o in batch]
         if mid not in self._messages or mid in self._forgotten:
             return  # deleted while in flight: the results are discarded
@@ -672,10 +691,16 @@ class Scheduler:
                     next_attempt=_iso(next_attempt),
                 )
 
+    def _remember_finished(self, mid: str) -> None:
+        self._finished[mid] = None
+        if len(self._finished) > _FINISHED_MEMORY:
+            del self._finished[next(iter(self._finished))]
+
     async def _finish(self, mid: str) -> None:
         """Every recipient is final: forget the message and delete it from the spool."""
         self._messages.pop(mid, None)
         self._retry_after.discard(mid)
+        self._remember_finished(mid)
         if await self._remove(mid):
             log.event("removed", id=mid)
 
@@ -763,6 +788,7 @@ class Scheduler:
             if msg is None or mid in self._forgotten:
                 log.event("control_unknown", action="retry", id=mid)
                 return False
+            self._finished.pop(mid, None)  # still on disk: an operator wants it tried again
             self._add(msg)
             if mid in self._due:
                 self._schedule(mid, time.time())
@@ -784,5 +810,6 @@ class Scheduler:
         finally:
             self._forgotten.discard(mid)
         if removed:
+            self._remember_finished(mid)
             log.event("deleted", id=mid, known=known)
         return removed

@@ -3,17 +3,23 @@
 Opening a session either returns a ready Session (EHLO done, TLS settled) or
 raises HopFailure, which says how this host failed so the transport can move
 on to the next one.
+
+aiosmtplib sets the connection up (greeting, EHLO, STARTTLS); the Session then
+takes the connection over and speaks the transactions itself, because
+aiosmtplib reads one reply per command written and so cannot pipeline: with
+PIPELINING (RFC 2920) a transaction is two writes instead of one per command.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import re
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
@@ -31,6 +37,121 @@ _MAX_REPLY_TEXT = 1000
 
 # The errors a conversation with a remote server can raise: protocol, socket, TLS.
 NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError)
+
+# Limits on what a server may send, as aiosmtplib has them: one reply line, one reply.
+_MAX_REPLY_LINE = 8192
+_MAX_REPLY = 4 * _MAX_REPLY_LINE
+# RFC 5321 §4.1.1: a command line holds no control characters but its CRLF.
+_CONTROL_RE = re.compile(rb"[\x00-\x1f\x7f]")
+_LINE_ENDS_RE = re.compile(rb"\r\n|\n|\r(?!\n)")
+_CRLF = b"\r\n"
+
+
+def command_line(*args: bytes) -> bytes:
+    """One command line with its CRLF; raises ValueError on a control character (injection)."""
+    for arg in args:
+        if _CONTROL_RE.search(arg):
+            raise ValueError("command argument contains a control character")
+    return b" ".join(args) + _CRLF
+
+
+def data_block(message: bytes) -> bytes:
+    """The message as sent after DATA: CRLF line ends, dot-stuffed, ending with <CRLF>.<CRLF>."""
+    crlf = message.count(_CRLF)
+    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
+        # Lone CR or LF (spooled mail has none): send them as line ends, as aiosmtplib does.
+        message = _LINE_ENDS_RE.sub(_CRLF, message)
+    if not message.endswith(_CRLF):
+        message += _CRLF
+    # RFC 5321 §4.5.2: a line that starts with "." gets one more.
+    if message.startswith(b"."):
+        message = b"." + message
+    return message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+class _Replies(asyncio.Protocol):
+    """Receives a session's replies once it is set up, and hands them out in order."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._replies: collections.deque[SMTPResponse] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: str | None = None
+
+    def data_received(self, data: bytes) -> None:
+        """Parse every complete reply that has arrived."""
+        self._buffer += data
+        while True:
+            try:
+                reply = self._parse()
+            except aiosmtplib.SMTPResponseException as exc:
+                self._fail(exc.message)
+                return
+            if reply is None:
+                break
+            self._replies.append(reply)
+        if len(self._buffer) > _MAX_REPLY:
+            self._fail("Response too long")
+            return
+        self._wake()
+
+    def _parse(self) -> SMTPResponse | None:
+        buf = self._buffer
+        offset = 0
+        lines: list[bytes] = []
+        while True:
+            end = buf.find(b"\n", offset)
+            if end < 0:
+                return None
+            line = bytes(buf[offset : end + 1])
+            if len(line) > _MAX_REPLY_LINE:
+                raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+            try:
+                code = int(line[:3])
+            except ValueError:
+                raise aiosmtplib.SMTPResponseException(
+                    -1, "Malformed SMTP response line: " + line.decode("utf-8", "ignore")
+                ) from None
+            offset = end + 1
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] != b"-":
+                del buf[:offset]
+                return SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape"))
+
+    def eof_received(self) -> bool:
+        """The server closed its side."""
+        self._fail("Unexpected EOF received")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone; whoever waits for a reply learns it."""
+        self._fail("Connection lost")
+
+    def _fail(self, why: str) -> None:
+        if self._lost is None:
+            self._lost = why
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next(self, limit: float) -> SMTPResponse:
+        """The next reply; SMTPServerDisconnected or SMTPReadTimeoutError if none comes."""
+        while not self._replies:
+            if self._lost is not None:
+                raise aiosmtplib.SMTPServerDisconnected(self._lost)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(limit):
+                    await self._waiter
+            except TimeoutError:
+                raise aiosmtplib.SMTPReadTimeoutError(
+                    "Timed out waiting for server response"
+                ) from None
+            finally:
+                self._waiter = None
+        return self._replies.popleft()
 
 
 @dataclass(frozen=True)
@@ -116,15 +237,29 @@ def describe_error(exc: BaseException) -> str:
 class Session:
     """A connected, greeted SMTP client with its TLS facts; one transaction at a time."""
 
-    def __init__(self, smtp: aiosmtplib.SMTP, target: Target, tls: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        smtp: aiosmtplib.SMTP,
+        target: Target,
+        tls: dict[str, Any] | None,
+        command_timeout: float,
+    ) -> None:
         self.smtp = smtp
         self.target = target
         self.tls = tls
+        self.timeout = command_timeout
+        self.pipelining = smtp.supports_extension("pipelining")
+        # From here on replies come to us; aiosmtplib only closes the connection.
+        transport = smtp.transport
+        assert transport is not None
+        self._transport = cast(asyncio.WriteTransport, transport)
+        self._replies = _Replies()
+        transport.set_protocol(self._replies)
 
     @property
     def alive(self) -> bool:
         """Whether the connection is still open (as far as we know)."""
-        return self.smtp.is_connected
+        return self.smtp.is_connected and not self._transport.is_closing()
 
     def supports(self, extension: str) -> bool:
         """Whether the server's EHLO reply listed extension."""
@@ -135,16 +270,28 @@ class Session:
         value = self.smtp.esmtp_extensions.get("size", "").strip()
         return int(value) if value.isdigit() and int(value) > 0 else None
 
+    def send(self, *lines: bytes) -> None:
+        """Write command lines (from command_line) or data in one write."""
+        if not self.alive:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self._transport.write(b"".join(lines))
+
+    async def reply(self, limit: float | None = None) -> SMTPResponse:
+        """The next reply, in the order the commands were sent (limit: seconds to wait)."""
+        return await self._replies.next(self.timeout if limit is None else limit)
+
     async def command(self, *args: bytes) -> SMTPResponse:
         """Send one command and return the reply, whatever its code."""
-        return await self.smtp.execute_command(*args)
+        self.send(command_line(*args))
+        return await self.reply()
 
     async def reset(self, limit: float) -> bool:
         """RSET before reusing the connection; False when it is dead or unwilling."""
-        if not self.smtp.is_connected:
+        if not self.alive:
             return False
         try:
-            reply = await self.smtp.execute_command(b"RSET", timeout=limit)
+            self.send(b"RSET\r\n")
+            reply = await self.reply(limit)
         except NETWORK_ERRORS:
             return False
         return reply.code == 250
@@ -152,8 +299,9 @@ class Session:
     async def quit(self, limit: float) -> None:
         """Say goodbye politely; never raises."""
         try:
-            if self.smtp.is_connected:
-                await self.smtp.execute_command(b"QUIT", timeout=limit)
+            if self.alive:
+                self.send(b"QUIT\r\n")
+                await self.reply(limit)
         except NETWORK_ERRORS:
             pass
         finally:
@@ -268,7 +416,7 @@ async def open_session(
                         f"4.7.4 TLS is required, but was not offered by {target}",
                         reached=True,
                     )
-                return Session(smtp, target, None)
+                return Session(smtp, target, None, settings.command_timeout)
             context = contexts.verify if mode == "verify" else contexts.noverify
             try:
                 await smtp.starttls(server_hostname=target.host, tls_context=context)
@@ -295,7 +443,7 @@ async def open_session(
                         reply_text(exc.code, exc.message),
                         reached=True,
                     ) from None
-                return Session(smtp, target, None)
+                return Session(smtp, target, None, settings.command_timeout)
             except NETWORK_ERRORS as exc:
                 smtp.close()
                 reason = describe_error(exc.__cause__ or exc)
@@ -322,7 +470,7 @@ async def open_session(
                 verified=mode == "verify",
                 verify_error=verify_error,
             )
-            return Session(smtp, target, facts)
+            return Session(smtp, target, facts, settings.command_timeout)
         except BaseException as exc:
             smtp.close()
             if isinstance(exc, NETWORK_ERRORS):

@@ -8,12 +8,13 @@ retry logic needs.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import aiosmtplib
 
 from gateway import log
 from gateway.config import DeliveryConfig
@@ -28,6 +29,8 @@ from gateway.outbound.session import (
     Target,
     TlsLevel,
     classify,
+    command_line,
+    data_block,
     describe_error,
     open_session,
     reply_text,
@@ -73,6 +76,10 @@ class _Message:
     body_8bitmime: bool
 
 
+class _StaleSession(Exception):
+    """A pooled connection did not answer the RSET that began a pipelined transaction."""
+
+
 @dataclass
 class _Outcome:
     """What one session did: final results, and who must try the next host and why."""
@@ -83,10 +90,23 @@ class _Outcome:
     reusable: bool = True
 
 
+# Anything that could break out of the SMTP command line (RFC 5321 section 4.1.2
+# allows none of these in a path).
+_BAD_ADDRESS_RE = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
 def _bad_address(address: str) -> bool:
-    # Anything that could break out of the SMTP command line (RFC 5321
-    # section 4.1.2 allows none of these in a path).
-    return any(ord(c) < 0x20 or ord(c) == 0x7F or c in "<>" for c in address)
+    return _BAD_ADDRESS_RE.search(address) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _ip_literal(host: str) -> bool:
+    """Whether host is an IP address (a relay host given by address needs no lookup)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _mail_options(session: Session, msg: _Message) -> list[bytes]:
@@ -200,7 +220,10 @@ class Transport:
             if addresses_tried >= _MAX_ADDRESSES or sessions >= _MAX_SESSIONS:
                 break
             try:
-                ips = await self._resolver.addresses(hop.host)
+                if _ip_literal(hop.host):
+                    ips = [hop.host]
+                else:
+                    ips = await self._resolver.addresses(hop.host)
             except DnsTemporaryError as exc:
                 last = HopFailure(
                     "transient",
@@ -224,7 +247,9 @@ class Transport:
                 target = Target(hop.host, ip, hop.port)
                 key: PoolKey = (target.host, target.ip, target.port, tls)
                 try:
-                    session = await self._session(key, target, tls, contexts)
+                    session, outcome = await self._exchange(
+                        key, target, tls, contexts, msg, pending
+                    )
                 except HopFailure as failure:
                     last = failure
                     if failure.reached:
@@ -234,11 +259,6 @@ class Transport:
                 sessions += 1
                 remote = str(target)
                 tls_facts = dict(session.tls) if session.tls is not None else None
-                try:
-                    outcome = await self._transaction(session, msg, pending)
-                except BaseException:
-                    session.abort()  # cancelled mid-transaction: the connection is unusable
-                    raise
                 if outcome.reusable and session.alive:
                     self._pool.give(key, session)
                 else:
@@ -254,22 +274,51 @@ class Transport:
             done[address] = RcptResult(address, last.status, last.code, last.text)
         return report(remote, tls_facts)
 
+    async def _exchange(
+        self,
+        key: PoolKey,
+        target: Target,
+        tls: TlsLevel,
+        contexts: ClientContexts,
+        msg: _Message,
+        rcpts: list[str],
+    ) -> tuple[Session, _Outcome]:
+        """A session with target (pooled or new) and the transaction on it; HopFailure if none."""
+        while True:
+            session, reset = await self._session(key, target, tls, contexts)
+            try:
+                return session, await self._transaction(session, msg, rcpts, reset=reset)
+            except _StaleSession:
+                session.abort()  # then the next pooled connection, or a new one
+            except BaseException:
+                session.abort()  # cancelled mid-transaction: the connection is unusable
+                raise
+
     async def _session(
         self, key: PoolKey, target: Target, tls: TlsLevel, contexts: ClientContexts
-    ) -> Session:
-        """A pooled session that still answers RSET, else a new one."""
+    ) -> tuple[Session, bool]:
+        """A pooled session that still answers RSET, else a new one; True: RSET still to send.
+
+        With PIPELINING the RSET goes out in the transaction's first write
+        instead of a round trip of its own.
+        """
+        limit = min(_RSET_TIMEOUT, self._settings.command_timeout)
         while (session := self._pool.take(key)) is not None:
+            if session.pipelining:
+                return session, True
             try:
-                alive = await session.reset(min(_RSET_TIMEOUT, self._settings.command_timeout))
+                alive = await session.reset(limit)
             except BaseException:
                 session.abort()
                 raise
             if alive:
-                return session
+                return session, False
             session.abort()
-        return await open_session(target, tls, contexts, self._settings)
+        return await open_session(target, tls, contexts, self._settings), False
 
-    async def _transaction(self, session: Session, msg: _Message, rcpts: list[str]) -> _Outcome:
+    async def _transaction(
+        self, session: Session, msg: _Message, rcpts: list[str], *, reset: bool = False
+    ) -> _Outcome:
         """MAIL, RCPT for each recipient, DATA; per-recipient results or a hop failure."""
         target = session.target
         if msg.smtputf8 and not session.supports("smtputf8"):
@@ -292,31 +341,54 @@ class Transport:
             return _Outcome(retry=list(rcpts), failure=failure)
 
         encoding = "utf-8" if msg.smtputf8 else "ascii"
-        stage = "MAIL FROM"
+        mail = command_line(
+            b"MAIL",
+            b"FROM:<" + msg.mail_from.encode(encoding) + b">",
+            *_mail_options(session, msg),
+        )
+        rcpt_lines = [command_line(b"RCPT", b"TO:<" + a.encode(encoding) + b">") for a in rcpts]
         outcome = _Outcome()
+        accepted: list[str] = []
+        stage = "MAIL FROM"
         try:
-            reply = await session.command(
-                b"MAIL",
-                b"FROM:<" + msg.mail_from.encode(encoding) + b">",
-                *_mail_options(session, msg),
-            )
+            if session.pipelining:
+                # RFC 2920: [RSET,] MAIL and every RCPT in one write, then their replies
+                # in order. DATA follows on its own, so that a server slow to answer
+                # it is handled as without pipelining (the message may be there).
+                try:
+                    session.send(*([b"RSET\r\n"] if reset else []), mail, *rcpt_lines)
+                except NETWORK_ERRORS:
+                    if reset:
+                        raise _StaleSession() from None
+                    raise
+                if reset:
+                    await self._pooled_reset(session)
+                reply = await session.reply()
+            else:
+                session.send(mail)
+                reply = await session.reply()
             status = classify(reply.code)
             if status == "transient":
                 # RFC 5321 section 5.1: another exchanger may take it now.
                 failure = HopFailure(
                     "transient", reply.code, reply_text(reply.code, reply.message), reached=True
                 )
-                return _Outcome(retry=list(rcpts), failure=failure, reusable=reply.code != 421)
+                # Pipelined RCPTs are answered too: rather than read those back into
+                # step, the connection is dropped.
+                reusable = reply.code != 421 and not session.pipelining
+                return _Outcome(retry=list(rcpts), failure=failure, reusable=reusable)
             if status == "permanent":
                 text = reply_text(reply.code, reply.message)
                 for address in rcpts:
                     outcome.results[address] = RcptResult(address, "permanent", reply.code, text)
+                outcome.reusable = not session.pipelining
                 return outcome
 
             stage = "RCPT TO"
-            accepted: list[str] = []
-            for address in rcpts:
-                reply = await session.command(b"RCPT", b"TO:<" + address.encode(encoding) + b">")
+            for address, line in zip(rcpts, rcpt_lines, strict=True):
+                if not session.pipelining:
+                    session.send(line)
+                reply = await session.reply()
                 if reply.code in (250, 251):
                     accepted.append(address)
                     continue
@@ -330,33 +402,6 @@ class Transport:
                 )
             if not accepted:
                 return outcome
-
-            stage = "DATA"
-            try:
-                reply = await session.smtp.data(msg.data)
-            except aiosmtplib.SMTPResponseException as exc:
-                text = reply_text(exc.code, exc.message)
-                if exc.code == 421:
-                    return self._abandon(
-                        outcome, rcpts, HopFailure("transient", exc.code, text, reached=True)
-                    )
-                for address in accepted:
-                    outcome.results[address] = RcptResult(
-                        address, classify(exc.code), exc.code, text
-                    )
-                return outcome
-            except NETWORK_ERRORS as exc:
-                # The server may already hold the message (RFC 1047): defer
-                # rather than hand a second copy to the next host right now.
-                text = f"4.4.2 Lost connection with {target} during DATA: {describe_error(exc)}"
-                for address in accepted:
-                    outcome.results[address] = RcptResult(address, "transient", None, text)
-                outcome.reusable = False
-                return outcome
-            text = reply_text(reply.code, reply.message)
-            for address in accepted:
-                outcome.results[address] = RcptResult(address, "delivered", reply.code, text)
-            return outcome
         except NETWORK_ERRORS as exc:
             failure = HopFailure(
                 "transient",
@@ -367,6 +412,50 @@ class Transport:
             outcome = self._abandon(outcome, rcpts, failure)
             outcome.reusable = False
             return outcome
+        return await self._data(session, msg, outcome, rcpts, accepted)
+
+    @staticmethod
+    async def _pooled_reset(session: Session) -> None:
+        """Read the reply to the RSET that began a pipelined transaction on a pooled session."""
+        try:
+            reply = await session.reply(min(_RSET_TIMEOUT, session.timeout))
+        except NETWORK_ERRORS:
+            raise _StaleSession() from None
+        if reply.code != 250:
+            raise _StaleSession()
+
+    async def _data(
+        self,
+        session: Session,
+        msg: _Message,
+        outcome: _Outcome,
+        rcpts: list[str],
+        accepted: list[str],
+    ) -> _Outcome:
+        """DATA and the message; the final reply is every accepted recipient's result."""
+        try:
+            session.send(b"DATA\r\n")
+            reply = await session.reply()
+            if reply.code == 354:
+                session.send(data_block(msg.data))
+                reply = await session.reply()
+        except NETWORK_ERRORS as exc:
+            # The server may already hold the message (RFC 1047): defer rather than
+            # hand a second copy to the next host right now.
+            text = f"4.4.2 Lost connection with {session.target} during DATA: {describe_error(exc)}"
+            for address in accepted:
+                outcome.results[address] = RcptResult(address, "transient", None, text)
+            outcome.reusable = False
+            return outcome
+        text = reply_text(reply.code, reply.message)
+        if reply.code == 421:
+            return self._abandon(
+                outcome, rcpts, HopFailure("transient", reply.code, text, reached=True)
+            )
+        status: Status = "delivered" if reply.code == 250 else classify(reply.code)
+        for address in accepted:
+            outcome.results[address] = RcptResult(address, status, reply.code, text)
+        return outcome
 
     @staticmethod
     def _abandon(outcome: _Outcome, rcpts: list[str], failure: HopFailure) -> _Outcome:
