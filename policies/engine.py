@@ -97,15 +97,18 @@ def analyse(
     i = 0
     while i < len(segments):
         seg = segments[i]
-        if not seg.is_row:
-            scanned.append(ScannedSegment(seg, scan_segment(seg, dets)))
-            i += 1
-            continue
         j = i + 1
-        table = _table_of(seg)
-        while j < len(segments) and segments[j].is_row and _table_of(segments[j]) == table:
-            j += 1
-        scanned.extend(_scan_rows(segments[i:j], dets))
+        if seg.is_row:
+            table = _table_of(seg)
+            while j < len(segments) and segments[j].is_row and _table_of(segments[j]) == table:
+                j += 1
+            scanned.extend(_scan_together(segments[i:j], dets, _ROW_JOIN))
+        else:
+            # The pages of a PDF, the parts of a body: one scan instead of one per
+            # segment, which costs each detector a fixed amount however short it is.
+            while j < len(segments) and not segments[j].is_row and segments[j].kind == seg.kind:
+                j += 1
+            scanned.extend(_scan_together(segments[i:j], dets, _SEGMENT_JOIN))
         i = j
     if allowed_keys:
         scanned = [
@@ -118,39 +121,60 @@ def analyse(
     return classify(scanned, thresholds)
 
 
-def _scan_rows(rows: Sequence[Segment], dets: tuple[Detector, ...]) -> list[ScannedSegment]:
-    """Scan the rows of one table as one text, then give each row its own findings.
+# Rows of a table are joined by a line break: a row's context may reach the next
+# row, as it does in the spreadsheet itself.
+_ROW_JOIN = "\n"
+# Other segments are kept apart by more characters than any detector looks
+# around a match (at most 85), of a kind no pattern matches: no match, keyword
+# window or phrase reaches from one segment into the next, so each gets exactly
+# the findings it would get on its own.
+_SEGMENT_JOIN = "\n" + "\x00" * 200 + "\n"
 
-    A spreadsheet has thousands of short rows; running every detector once per
-    row would cost far more than the text itself. Rows are labelled by
-    extraction ("DOB: 1980-02-01"), so each row still carries its own context.
+
+def _scan_together(
+    segs: Sequence[Segment], dets: tuple[Detector, ...], joiner: str
+) -> list[ScannedSegment]:
+    """Scan several segments as one text, then give each segment its own findings.
+
+    A spreadsheet has thousands of short rows and a lab report a page per
+    patient; running every detector once per segment would cost far more than
+    the text itself. Rows are labelled by extraction ("DOB: 1980-02-01"), so
+    each row still carries its own context.
     """
-    if len(rows) == 1:
-        return [ScannedSegment(rows[0], scan_segment(rows[0], dets))]
+    if len(segs) == 1:
+        return [ScannedSegment(segs[0], scan_segment(segs[0], dets))]
+    rows = segs
     starts: list[int] = []
     pos = 0
     for row in rows:
         starts.append(pos)
-        pos += len(row.text) + 1
-    joined = Segment(rows[0].location, "\n".join(r.text for r in rows), rows[0].kind, True)
+        pos += len(row.text) + len(joiner)
+    joined = Segment(
+        rows[0].location, joiner.join(r.text for r in rows), rows[0].kind, rows[0].is_row
+    )
     per_row: list[list[Finding]] = [[] for _ in rows]
+    # Findings come in text order, so the row of each is found by walking forward.
+    k, last = 0, len(rows) - 1
+    next_start = starts[1]
     for f in scan_segment(joined, dets):
-        k = bisect_right(starts, f.start) - 1
+        rule, version, category, kind, _, masked, score, start, end, weight, key = f
+        if start >= next_start:
+            k = bisect_right(starts, start) - 1
+            next_start = starts[k + 1] if k < last else len(joined.text) + 1
         row, offset = rows[k], starts[k]
-        end = min(f.end - offset, len(row.text))
         per_row[k].append(
             Finding(
-                f.rule,
-                f.version,
-                f.category,
-                f.kind,
+                rule,
+                version,
+                category,
+                kind,
                 row.location,
-                f.masked,
-                f.score,
-                f.start - offset,
-                end,
-                f.weight,
-                f.key,
+                masked,
+                score,
+                start - offset,
+                min(end - offset, len(row.text)),
+                weight,
+                key,
             )
         )
     return [ScannedSegment(row, found) for row, found in zip(rows, per_row, strict=True)]

@@ -2479,8 +2479,9 @@ def p_lab(g: Gen, i: int) -> Sample:
         atts: list[Att] = []
     elif fmt == 1:
         text = f"Final results attached for {doc.title}.\n\n{LAB.name} Client Services"
-        atts = [Att(f"results_{g.digits(6)}.pdf", pdf([lines], g.rng, title="Lab report"),
-                    "application/pdf")]  # fmt: skip
+        # Lab systems name files after the patient: the name must never reach a decision.
+        name = f"{p.last}_{p.first}_MRN{p.mrn}_results_{g.digits(6)}.pdf"
+        atts = [Att(name, pdf([lines], g.rng, title="Lab report"), "application/pdf")]
     else:
         rows: list[list[Cell]] = [["Patient", "DOB", "MRN", "Test", "Result", "Units", "Flag"]]
         for n, v, u, _, f in g.lab_rows(4):

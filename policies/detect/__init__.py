@@ -16,6 +16,7 @@ from policies.detect.base import (
     Kind,
     ScanContext,
     SegmentLike,
+    has_digit,
     lower_same_length,
 )
 from policies.detect.health import (
@@ -77,6 +78,9 @@ def scan_segment(
 ) -> list[Finding]:
     """All findings in one segment, in text order."""
     low = lower_same_length(seg.text)
+    if ctx.digits and not has_digit(low):
+        # Detectors of numbers (most of them) can skip a text without digits.
+        ctx = ScanContext(ctx.header, digits=False)
     found: list[Finding] = []
     for detector in detectors if detectors is not None else default_detectors():
         found.extend(detector.scan(seg, low, ctx))

@@ -34,31 +34,35 @@ DATE_PATTERN = (
 DATE_RE = re.compile(rf"(?<![\w/.-]){DATE_PATTERN}")
 
 
-def _year(text: str) -> int:
+def _year(text: str, this_year: int) -> int:
     year = int(text)
     if len(text) == 2:
         # Two-digit years in clinical mail are birth or visit years: read the
         # ones ahead of this year as last century.
-        this = dt.date.today().year % 100
-        year += 2000 if year <= this else 1900
+        year += 2000 if year <= this_year % 100 else 1900
     return year
 
 
-def parse_date(m: re.Match[str]) -> dt.date | None:
-    """The date a DATE_PATTERN match names, or None when it is no real date."""
-    g = m.groupdict()
+def parse_date(m: re.Match[str], this_year: int = 0) -> dt.date | None:
+    """The date a DATE_PATTERN match names, or None when it is no real date.
+
+    this_year (default: today's) lets a caller parsing many dates ask the clock once.
+    """
+    this_year = this_year or dt.date.today().year
+    group = m.group
     try:
-        if g["m1"] is not None:
-            month, day, year = int(g["m1"]), int(g["d1"]), _year(g["y1"])
+        if (m1 := group("m1")) is not None:
+            month, day, year = int(m1), int(group("d1")), _year(group("y1"), this_year)
             if month > 12 >= day:
                 month, day = day, month  # "25/12/1970": written day first
-        elif g["y2"] is not None:
-            year, month, day = int(g["y2"]), int(g["m2"]), int(g["d2"])
-        elif g["mn3"] is not None:
-            month, day, year = _MONTHS[g["mn3"][:3]], int(g["d3"]), int(g["y3"])
+        elif (y2 := group("y2")) is not None:
+            year, month, day = int(y2), int(group("m2")), int(group("d2"))
+        elif (mn3 := group("mn3")) is not None:
+            month, day, year = _MONTHS[mn3[:3]], int(group("d3")), int(group("y3"))
         else:
-            month, day, year = _MONTHS[g["mn4"][:3]], int(g["d4"]), _year(g["y4"])
-        if not 1880 <= year <= dt.date.today().year + 1:
+            month, day = _MONTHS[group("mn4")[:3]], int(group("d4"))
+            year = _year(group("y4"), this_year)
+        if not 1880 <= year <= this_year + 1:
             return None
         return dt.date(year, month, day)
     except (ValueError, KeyError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
@@ -26,7 +26,7 @@ from policies.detect.base import (
     starts_token,
     value_key,
 )
-from policies.detect.lexicon import drug_names, icd10cm_codes
+from policies.detect.lexicon import body_sites, condition_names, drug_names, icd10cm_codes
 
 _SENSITIVE = frozenset(terms.SENSITIVE_CATEGORIES)
 
@@ -40,17 +40,17 @@ def _health(
     weight: float, key: str, masked: str = "",
 ) -> Finding:  # fmt: skip
     return Finding(
-        rule=rule,
-        version=version,
-        category=category,
-        kind=_kind(category),
-        location=seg.location,
-        masked=masked or f"[{category}]",
-        score=min(1.0, 0.5 + weight / 2),
-        start=start,
-        end=end,
-        weight=weight,
-        key=value_key(category, key),
+        rule,
+        version,
+        category,
+        _kind(category),
+        seg.location,
+        masked or f"[{category}]",
+        min(1.0, 0.5 + weight / 2),
+        start,
+        end,
+        weight,
+        value_key(category, key),
     )
 
 
@@ -64,16 +64,29 @@ class _Entry:
     weight: float
 
 
+# (remaining words, entry) of the phrases that start with one word and go on
+# with another, longest first.
+_Phrases = tuple[tuple[tuple[str, ...], _Entry], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class _Index:
     singles: dict[str, _Entry]
-    # first word → (remaining words, entry), longest phrases first
-    phrases: dict[str, tuple[tuple[tuple[str, ...], _Entry], ...]]
+    # first word -> the start of the second word (letters and digits) -> phrases
+    phrases: dict[str, dict[str, _Phrases]]
+    # every word worth locating: singles, phrase heads, drugs, condition heads, sited conditions
+    vocabulary: frozenset[str]
+    sites: frozenset[str]  # body sites, singular and plural
+    sited: frozenset[str]  # conditions that name a site ("fracture of the ... radius")
+    heads_only: frozenset[str]  # words located only as the start of a phrase
+
+
+_SECOND_WORD = re.compile(r"[a-z0-9]+")
 
 
 @cache
 def _index() -> _Index:
-    tables: list[tuple[str, dict[str, float]]] = [
+    tables: list[tuple[str, Mapping[str, float]]] = [
         ("diagnosis", terms.DIAGNOSES),
         ("procedure", terms.PROCEDURES),
         ("lab", terms.LAB_WORDS),
@@ -82,19 +95,50 @@ def _index() -> _Index:
     # Sensitive tables last: a term listed twice ends up in its sensitive category.
     tables += list(terms.SENSITIVE.items())
     singles: dict[str, _Entry] = {}
-    phrases: dict[str, list[tuple[tuple[str, ...], _Entry]]] = {}
+    phrases: dict[str, dict[str, list[tuple[tuple[str, ...], _Entry]]]] = {}
+
+    def add(term: str, entry: _Entry) -> None:
+        words = tuple(term.split(" "))
+        if len(words) == 1:
+            singles[term] = entry
+            return
+        second = _SECOND_WORD.match(words[1])
+        if second is not None:
+            by_second = phrases.setdefault(words[0], {})
+            by_second.setdefault(second.group(), []).append((words[1:], entry))
+
     for category, table in tables:
         for term, weight in table.items():
-            entry = _Entry(term, category, weight)
-            words = tuple(term.split(" "))
-            if len(words) == 1:
-                singles[term] = entry
-            else:
-                phrases.setdefault(words[0], []).append((words[1:], entry))
+            add(term, _Entry(term, category, weight))
+    # The names of ICD-10-CM fill in what the hand-written tables do not weigh.
+    listed = set(singles) | {
+        " ".join((head, *rest)) for head, seconds in phrases.items()
+        for items in seconds.values() for rest, _ in items
+    }  # fmt: skip
+    for name, (category, weight) in condition_names().items():
+        if name in listed:
+            continue
+        if category not in _SENSITIVE:
+            # "female infertility" stays as sensitive as "infertility" is.
+            inner = next(
+                (e for w in name.split(" ") if (e := singles.get(w)) and e.category in _SENSITIVE),
+                None,
+            )
+            category = inner.category if inner is not None else category
+        add(name, _Entry(name, category, weight))
     ordered = {
-        head: tuple(sorted(items, key=lambda it: -len(it[0]))) for head, items in phrases.items()
+        head: {
+            second: tuple(sorted(items, key=lambda it: -len(it[0])))
+            for second, items in seconds.items()
+        }
+        for head, seconds in phrases.items()
     }
-    return _Index(singles, ordered)
+    sites, sited = body_sites()
+    sites = sites | {f"{w}s" for w in sites}
+    sited = sited | {f"{w}s" for w in sited}
+    others = frozenset(singles) | frozenset(drug_names()) | sited | _CONDITION_HEADS
+    heads_only = frozenset(ordered) - others
+    return _Index(singles, ordered, others | frozenset(ordered), sites, sited, heads_only)
 
 
 _TOKEN_RE = re.compile(r"[a-z][a-z0-9]*(?:['/\-][a-z0-9]+)*")
@@ -120,6 +164,8 @@ _DIAG_SUFFIXES = (
     "melanoma",
 )
 _SUFFIXES = _PROC_SUFFIXES + _DIAG_SUFFIXES
+# Endings of the words looked at beyond the dictionaries (with "-" compounds).
+_SPECIAL_ENDS = ("'s", *_SUFFIXES)
 # Nouns that name a condition together with the word before them.
 _CONDITION_HEADS = frozenset({"disease", "disorder", "syndrome", "deficiency", "insufficiency"})
 _WORD_BEFORE_RE = re.compile(r"([a-z][a-z'-]{2,})[ \t]+$")
@@ -166,10 +212,39 @@ def _trie_pattern(words: Iterable[str]) -> str:
     return emit(trie)
 
 
-@lru_cache(maxsize=512)
-def _finder(words: frozenset[str]) -> re.Pattern[str]:
-    """A regex finding these whole words (messages of one kind share word sets)."""
-    return re.compile(_trie_pattern(sorted(words)) + _WORD_END)
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_JOINERS = frozenset("'/-")
+
+
+@lru_cache(maxsize=256)
+def _short_word_re(word: str) -> re.Pattern[str]:
+    """A whole short word: `find` would stop at every "er" inside "other"."""
+    return re.compile(r"(?<![\w'/\-])" + re.escape(word) + _WORD_END)
+
+
+def _locate(low: str, words: Iterable[str]) -> list[tuple[int, int, str]]:
+    """(start, end, word) of every whole-token occurrence of the words, in text order."""
+    out: list[tuple[int, int, str]] = []
+    n = len(low)
+    for w in words:
+        size = len(w)
+        if size <= 3:
+            out.extend((m.start(), m.end(), w) for m in _short_word_re(w).finditer(low))
+            continue
+        i = low.find(w)
+        while i >= 0:
+            e = i + size
+            if starts_token(low, i, "'/-") and not (
+                e < n
+                and (
+                    low[e] in _TOKEN_CHARS
+                    or (low[e] in _JOINERS and e + 1 < n and low[e + 1] in _TOKEN_CHARS)
+                )
+            ):
+                out.append((i, e, w))
+            i = low.find(w, e)
+    out.sort()
+    return out
 
 
 @cache
@@ -178,6 +253,33 @@ def _phrase_rest(rest: tuple[str, ...]) -> re.Pattern[str]:
 
 
 _WORD_END = r"(?![a-z0-9]|['/\-][a-z0-9])"
+# The word after a phrase's first word, as far as the phrase index keys it.
+_NEXT_WORD_RE = re.compile(r"\s+([a-z0-9]+)")
+# What may follow a body site that ends its phrase: punctuation, or these words.
+_AFTER_SITE_RE = re.compile(r"[ \t]+([a-z]+)")
+_PHRASE_ENDS = frozenset(
+    "and or with without in at on from after due which that was is are has had will for to"
+    " since following during last this sustained".split()
+)
+
+
+def _heads_its_phrase(low: str, end: int, sites: frozenset[str]) -> bool:
+    """Whether the body site ending at `end` is the head of its phrase, not a modifier
+    ("back office", "hand dryer") or a part of something else ("neck of the bottle")."""
+    nxt = _AFTER_SITE_RE.match(low, end)
+    if nxt is None or nxt.group(1) in _PHRASE_ENDS:
+        return True
+    if nxt.group(1) == "of":  # "neck of the femur": a part of another site
+        rest = _SITE_AFTER_RE.match(low, end)
+        return rest is not None and any(
+            w in sites for w in _SITE_WORD_RE.findall(low, rest.start(1), rest.end(1))
+        )
+    return False
+
+
+# "of the left distal": up to four words after "of", among which the site.
+_SITE_AFTER_RE = re.compile(r"[ \t]+of[ \t]+((?:[a-z]+[ \t-]+){0,3}[a-z]+)")
+_SITE_WORD_RE = re.compile(r"[a-z]+")
 
 
 class TermDetector:
@@ -193,32 +295,37 @@ class TermDetector:
         # Tokenise in C (findall), intersect with the dictionaries, and only
         # then locate the few words that matter.
         distinct = set(_TOKEN_RE.findall(low))
-        wanted = {w for w in distinct if w in index.singles or w in index.phrases or w in drugs}
-        wanted |= distinct & _CONDITION_HEADS
-        for w in distinct:
+        wanted = distinct & index.vocabulary
+        # A word that only starts phrases ("march", "open") is worth locating only
+        # when a word that may follow it occurs too ("fracture", "wound").
+        heads_only = wanted & index.heads_only
+        if heads_only:
+            seconds = {m.group() for w in distinct for m in (_SECOND_WORD.match(w),) if m}
+            for head in heads_only:
+                if index.phrases[head].keys().isdisjoint(seconds):
+                    wanted.discard(head)
+        for w in distinct.difference(index.vocabulary):
+            if not (w.endswith(_SPECIAL_ENDS) or "-" in w):
+                continue
             if w.endswith("'s") and w[:-2] in index.singles:
                 wanted.add(w)
-            elif (
-                "-" in w
-                and w not in wanted
-                and any(p in drugs or p in index.singles for p in w.split("-") if len(p) > 3)
+            elif "-" in w and any(
+                p in drugs or p in index.singles for p in w.split("-") if len(p) > 3
             ):
                 wanted.add(w)  # "amoxicillin-clavulanate", "hiv-1"
             elif len(w) >= 7 and w.endswith(_SUFFIXES) and w not in _SUFFIX_EXCEPTIONS:
                 wanted.add(w)
         if not wanted:
             return
-        finder = _finder(frozenset(wanted))
         text = seg.text
         skip_to = 0
-        for m in finder.finditer(low):
-            start, end = m.span()
-            if start < skip_to or not starts_token(low, start, "'/-"):
+        for start, end, word in _locate(low, wanted):
+            if start < skip_to:
                 continue
-            word = m.group()
             heads = index.phrases.get(word)
             if heads is not None:
-                for rest, entry in heads:
+                second = _NEXT_WORD_RE.match(low, end)
+                for rest, entry in heads.get(second.group(1), ()) if second else ():
                     pm = _phrase_rest(rest).match(low, end)
                     if pm is not None:
                         skip_to = pm.end()
@@ -232,8 +339,18 @@ class TermDetector:
                 single = index.singles.get(word[:-2])
             if single is not None:
                 if self._allowed(single, text, low, start, end):
+                    if word in index.sited and single.weight < 1.0:
+                        sited = self._at_site(seg, low, word, start, end)
+                        if sited is not None:
+                            yield sited
+                            continue
                     yield self._term(seg, single, start, end)
                 continue
+            if word in index.sited:
+                sited = self._at_site(seg, low, word, start, end)
+                if sited is not None:
+                    yield sited
+                    continue
             tier = drugs.get(word)
             if tier is not None:
                 yield self._drug(seg, low, word, tier, start, end)
@@ -251,6 +368,28 @@ class TermDetector:
                 yield _health(self.id, self.version, "procedure", seg, start, end, 0.8, word)
             elif word.endswith(_DIAG_SUFFIXES):
                 yield _health(self.id, self.version, "diagnosis", seg, start, end, 0.8, word)
+
+    def _at_site(
+        self, seg: SegmentLike, low: str, word: str, start: int, end: int
+    ) -> Finding | None:
+        """ "fracture of the left distal radius", "wrist fracture": a condition at a body
+        site is a documented diagnosis, whatever the condition word alone weighs."""
+        sites = _index().sites
+        after = _SITE_AFTER_RE.match(low, end)
+        if after is not None:
+            for site in _SITE_WORD_RE.finditer(low, after.start(1), after.end(1)):
+                if site.group() in sites:
+                    if not _heads_its_phrase(low, site.end(), sites):
+                        return None  # "the back office", "the neck of the bottle"
+                    key = f"{word.rstrip('s')} of {site.group()}"
+                    return _health(
+                        self.id, self.version, "diagnosis", seg, start, site.end(), 1.0, key
+                    )
+        before = _WORD_BEFORE_RE.search(low, max(0, start - 30), start)
+        if before is not None and before.group(1) in sites:
+            key = f"{word.rstrip('s')} of {before.group(1)}"
+            return _health(self.id, self.version, "diagnosis", seg, before.start(1), end, 1.0, key)
+        return None
 
     def _compound(
         self, seg: SegmentLike, text: str, low: str, word: str, start: int, end: int
@@ -328,6 +467,8 @@ class IcdDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return
         codes = icd10cm_codes()
         text = seg.text
         for m in _ICD_DOTTED_RE.finditer(text):
@@ -353,10 +494,27 @@ class IcdDetector:
 
 # --- Lab results ---------------------------------------------------------------------
 
+# The look-behind after the first digit rejects digits inside a number or word
+# without stopping the regex engine from skipping ahead to digits.
 _LAB_VALUE_RE = re.compile(
-    r"\d\d{0,3}(?:\.\d{1,3})?[ \t]?(?:%|mg/dl|mmol/l|g/dl|meq/l|u/l|iu/l|miu/l|miu/ml"
+    r"\d(?<![\w.]\d)\d{0,3}(?:\.\d{1,3})?[ \t]?(?:%|mg/dl|mmol/l|g/dl|meq/l|u/l|iu/l|miu/l|miu/ml"
     r"|[uµμ]iu/ml|ng/ml|ng/dl|pg/ml|mcg/dl|[uµμ]g/dl|cells/mm3|cells/[uµμ]l|copies/ml|k/[uµμ]l"
     r"|x ?10\^?\d+/l|mm ?hg|bpm|kg/m2|ml/min(?:/1\.73 ?m2)?|mg/l|fl|sec)(?![\w/])"
+)
+# Every unit above contains one of these: without any, no value can match.
+_UNIT_HINTS = (
+    "%",
+    "/l",
+    "/d",
+    "/m",
+    "/u",
+    "/\u00b5",
+    "/\u03bc",
+    "mm hg",
+    "mmhg",
+    "bpm",
+    "fl",
+    "sec",
 )
 _LAB_NAMES = [
     *(
@@ -377,6 +535,12 @@ _BP_RE = re.compile(r"(?:bp|blood pressure)[\s:=]{0,4}(?:of |was |is )?\d{2,3}/\
 _A1C_RE = re.compile(r"a1c\b[^\d\n]{0,25}\d{1,2}\.\d\b")
 # "sugar was 320", "glucose 212": values without a unit, as clinicians write them
 _GLUCOSE_RE = re.compile(r"(?:sugars?|glucose|bg|fsbs|cbg)\b[^\d\n]{0,15}\d\d\d?\b(?![./%])")
+# Each pattern with the literals one of which it needs: skipped when none occurs.
+_LAB_SHORTHANDS = (
+    (_BP_RE, ("bp", "blood pressure")),
+    (_A1C_RE, ("a1c",)),
+    (_GLUCOSE_RE, ("sugar", "glucose", "bg", "fsbs", "cbg")),
+)
 
 
 def _lab_name_before(low: str, names: list[tuple[int, int, str]], pos: int) -> str | None:
@@ -400,10 +564,11 @@ class LabResultDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return
         names: list[tuple[int, int, str]] | None = None
-        for m in _LAB_VALUE_RE.finditer(low):
-            if not starts_token(low, m.start(), "."):
-                continue
+        values = _LAB_VALUE_RE.finditer(low) if any(u in low for u in _UNIT_HINTS) else ()
+        for m in values:
             if names is None:
                 names = [
                     (n.end(), n.start(), n.group())
@@ -417,7 +582,9 @@ class LabResultDetector:
             if test is None:
                 continue
             yield _health(self.id, self.version, "lab-result", seg, m.start(), m.end(), 1.0, test)
-        for pattern in (_BP_RE, _A1C_RE, _GLUCOSE_RE):
+        for pattern, hints in _LAB_SHORTHANDS:
+            if not any(h in low for h in hints):
+                continue
             for m in pattern.finditer(low):
                 if not starts_token(low, m.start()) and not low.endswith("hb", 0, m.start()):
                     continue
@@ -430,10 +597,13 @@ class LabResultDetector:
 # --- Patient context, CPT codes, 42 CFR Part 2 notices --------------------------------------
 
 _AGE_SEX_RE = re.compile(
-    r"(\d\d{0,2})(?:[- ]?(?:year|yr)s?[- ]old\b(?:[ ,]+(?:white |black |hispanic |asian )?"
+    r"(\d(?<![\w]\d)\d{0,2})(?:[- ]?(?:year|yr)s?[- ]old\b"
+    r"(?:[ ,]+(?:white |black |hispanic |asian )?"
     r"(?:male|female|man|woman|boy|girl|patient|pt|gentleman|lady|m|f)\b)?"
     r"|(?P<short> ?(?:yo|y/o|y\.o\.))(?: ?(?:m|f|male|female)\b)?)"
 )
+# An age above needs one of these.
+_AGE_HINTS = ("year", "yr", "yo", "y/o", "y.o")
 _CPT_RE = re.compile(r"cpt(?: codes?)?[\s:#]{0,4}(\d{4}[0-9ft])\b")
 _PART2_RE = re.compile(r"42\s*c\.?\s?f\.?\s?r\.?\s*(?:part\s*|§\s*)?2\b")
 
@@ -446,9 +616,10 @@ class ClinicalContextDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
-        for m in _AGE_SEX_RE.finditer(low):
-            if not starts_token(low, m.start()):
-                continue
+        if not ctx.digits:
+            return
+        ages = _AGE_SEX_RE.finditer(low) if any(h in low for h in _AGE_HINTS) else ()
+        for m in ages:
             age = int(m.group(1))
             described = m.group(0).rstrip().endswith(("male", "man", "patient", "pt", "m", "f"))
             if age > 120 or not (described or m.group("short")):
@@ -460,19 +631,19 @@ class ClinicalContextDetector:
             if age > 89:
                 # HIPAA counts ages over 89 as an identifier on their own.
                 yield Finding(
-                    rule="age-over-89",
-                    version=self.version,
-                    category="age",
-                    kind="identifier",
-                    location=seg.location,
-                    masked="90+",
-                    score=0.8,
-                    start=m.start(),
-                    end=m.end(),
-                    weight=0.6,
-                    key=value_key("age", str(age)),
+                    "age-over-89",
+                    self.version,
+                    "age",
+                    "identifier",
+                    seg.location,
+                    "90+",
+                    0.8,
+                    m.start(),
+                    m.end(),
+                    0.6,
+                    value_key("age", str(age)),
                 )
-        for m in _CPT_RE.finditer(low):
+        for m in _CPT_RE.finditer(low) if "cpt" in low else ():
             yield _health(
                 "cpt", self.version, "procedure", seg, m.start(), m.end(), 0.8, m.group(1),
                 "[cpt *****]",

@@ -9,6 +9,7 @@ message `pii`; contact details weigh little because every signature has them.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -31,13 +32,18 @@ from policies.detect.dates import DATE_PATTERN, DATE_RE, parse_date
 # extraction break long numbers at any of these.
 _SEP = r"(?:[ \t]*-[ \t]*(?:\r?\n[ \t]*)?|[ \t]*\r?\n[ \t]*|[ \t]{1,3})"
 
-# --- SSN ---------------------------------------------------------------------
+# --- SSN and legacy Medicare HICN ------------------------------------------------------
 
-_SSN_RE = re.compile(rf"(\d\d\d)({_SEP})(\d{{2}})({_SEP})(\d{{4}})(?![\w]|-\d|\.\d)")
+# An SSN's shape: both separators present. The same pass finds separated HICNs
+# (an SSN followed by a beneficiary code), so digits are scanned once for both.
+_SSN_SHAPE_RE = re.compile(rf"(\d\d\d)({_SEP})(\d{{2}})({_SEP})(\d{{4}})")
+_SSN_TAIL_RE = re.compile(r"(?![\w]|-\d|\.\d)")
 _SSN_BARE_RE = re.compile(r"(\d\d\d)(\.?)(\d{2})\.?(\d{4})(?![\w-]|\.\d)")
 _SSN_KW_RE = re.compile(
     r"\b(?:ssn|ss#|ss ?no|soc(?:ial)?\.? ?sec(?:urity)?|social security|ssa number|tin/ssn)"
 )
+# Every SSN keyword contains one of these: without them no bare number can count.
+_SSN_KW_HINTS = ("ssn", "ss#", "ss no", "ssno", "soc", "ssa number")
 # Labels of other numbers written like SSNs (purchase orders, tickets, parts).
 _NOT_SSN_LABEL_RE = re.compile(
     r"(?:\b(?:p\.?\s?o|purchase order|order|invoice|inv|ref|reference|tracking|confirmation"
@@ -47,10 +53,25 @@ _NOT_SSN_LABEL_RE = re.compile(
 # Numbers the SSA never issued or that were published as examples.
 _SSN_SAMPLES = frozenset({"078051120", "219099999", "123456789", "457555462", "987654321"})
 
+_HICN_CODE = (
+    r"(A|B[1-9A-Z]?|C[1-9A-Z]|D[1-9A-Z]?|E[1-9A-Z]?|F[1-8]|J[1-4]|K[1-9A-Z]?|M1?|T[A-Z]?|W[1-9A-Z]?)"
+    r"(?![A-Za-z0-9])"
+)
+_HICN_SUFFIX_RE = re.compile(r"[ -]?" + _HICN_CODE)
+_HICN_RE = re.compile(rf"(\d\d\d)({_SEP}|)(\d{{2}})({_SEP}|)(\d{{4}})[ -]?" + _HICN_CODE)
+_MEDICARE_KW_RE = re.compile(r"\b(?:mbi|medicare|beneficiary|hicn?|cms)\b")
+# Every Medicare keyword contains one of these.
+_MEDICARE_KW_HINTS = ("mbi", "medicare", "beneficiary", "hic", "cms")
+
 
 def _after_number(text: str, i: int) -> bool:
     """True for "1.219-45-6781": the digits continue a decimal or version number."""
     return i >= 2 and text[i - 1] == "." and text[i - 2].isdigit()
+
+
+def _hinted(low: str, hints: tuple[str, ...]) -> bool:
+    """Whether any of the literal hints occurs (a substring search, far cheaper than a regex)."""
+    return any(h in low for h in hints)
 
 
 def ssn_valid(number: str) -> bool:
@@ -61,30 +82,66 @@ def ssn_valid(number: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
+def _hicn_finding(
+    seg: SegmentLike, start: int, end: int, number: str, code: str, keyword: bool
+) -> Finding:
+    return Finding(
+        HicnDetector.id,
+        HicnDetector.version,
+        "hicn",
+        "identifier",
+        seg.location,
+        f"***-**-{number[5:]}{code}",
+        1.0 if keyword else 0.85,
+        start,
+        end,
+        1.0,
+        value_key("ssn", number),
+    )
+
+
 class SsnDetector:
-    """US Social Security numbers: dashed or spaced anywhere, bare only beside a keyword."""
+    """US Social Security numbers: dashed or spaced anywhere, bare only beside a keyword.
+
+    Also reports separated HICNs (an SSN plus a beneficiary code), found by the
+    same pass; `HicnDetector` adds the ones written without separators.
+    """
 
     id = "us-ssn"
     version = 2
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return
         text = seg.text
         keyword_in_header = bool(ctx.header and _SSN_KW_RE.search(ctx.header))
+        medicare = None  # computed when a HICN needs it
         seen: set[int] = set()
-        for m in _SSN_RE.finditer(text):
-            if not starts_token(text, m.start(), "-") or _after_number(text, m.start()):
+        for m in _SSN_SHAPE_RE.finditer(text):
+            start, end = m.span()
+            if not starts_token(text, start, "-"):
                 continue
             number = m.group(1) + m.group(3) + m.group(5)
             if not ssn_valid(number):
                 continue
-            keyword = keyword_in_header or near(low, m.start(), m.end(), _SSN_KW_RE, 60, 25)
-            if not keyword and _NOT_SSN_LABEL_RE.search(low, max(0, m.start() - 30), m.start()):
+            hicn = _HICN_SUFFIX_RE.match(text, end)
+            if hicn is not None:
+                if medicare is None:
+                    medicare = _hinted(low, _MEDICARE_KW_HINTS)
+                keyword = medicare and near(low, start, hicn.end(), _MEDICARE_KW_RE, 60, 20)
+                yield _hicn_finding(seg, start, hicn.end(), number, hicn.group(1), keyword)
+            if _after_number(text, start) or not _SSN_TAIL_RE.match(text, end):
+                continue
+            keyword = keyword_in_header or near(low, start, end, _SSN_KW_RE, 60, 25)
+            if not keyword and _NOT_SSN_LABEL_RE.search(low, max(0, start - 30), start):
                 continue  # "PO# 152-78-7116": order and reference numbers share the shape
             dashed = "-" in m.group(2) and "-" in m.group(4)
             score = 1.0 if keyword else 0.9 if dashed else 0.7
-            seen.add(m.start())
+            seen.add(start)
             yield self._finding(seg, m, number, score)
+        if not (keyword_in_header or _hinted(low, _SSN_KW_HINTS)):
+            return  # a bare nine-digit number counts only beside a keyword
         for m in _SSN_BARE_RE.finditer(text):
             if (
                 m.start() in seen
@@ -100,17 +157,17 @@ class SsnDetector:
 
     def _finding(self, seg: SegmentLike, m: re.Match[str], number: str, score: float) -> Finding:
         return Finding(
-            rule=self.id,
-            version=self.version,
-            category="ssn",
-            kind="identifier",
-            location=seg.location,
-            masked=f"***-**-{number[5:]}",
-            score=score,
-            start=m.start(),
-            end=m.end(),
-            weight=1.0,
-            key=value_key("ssn", number),
+            self.id,
+            self.version,
+            "ssn",
+            "identifier",
+            seg.location,
+            f"***-**-{number[5:]}",
+            score,
+            m.start(),
+            m.end(),
+            1.0,
+            value_key("ssn", number),
         )
 
 
@@ -122,7 +179,6 @@ _AN = "[AC-HJKMNP-RT-Y0-9]"
 _MBI_RE = re.compile(
     rf"([1-9]{_A}{_AN}[0-9])-?({_A}{_AN}[0-9])-?({_A}{_A}[0-9]{{2}})(?![A-Za-z0-9])"
 )
-_MEDICARE_KW_RE = re.compile(r"\b(?:mbi|medicare|beneficiary|hicn?|cms)\b")
 
 
 class MbiDetector:
@@ -133,70 +189,58 @@ class MbiDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return
+        medicare = None
         for m in _MBI_RE.finditer(seg.text):
             if not starts_token(seg.text, m.start(), "-"):
                 continue
             value = m.group(1) + m.group(2) + m.group(3)
             # A run of digits with two letters is rarely anything else, but
             # the keyword makes it certain.
-            keyword = near(low, m.start(), m.end(), _MEDICARE_KW_RE, 60, 20) or bool(
+            if medicare is None:
+                medicare = _hinted(low, _MEDICARE_KW_HINTS)
+            keyword = (medicare and near(low, m.start(), m.end(), _MEDICARE_KW_RE, 60, 20)) or bool(
                 ctx.header and _MEDICARE_KW_RE.search(ctx.header)
             )
             yield Finding(
-                rule=self.id,
-                version=self.version,
-                category="mbi",
-                kind="identifier",
-                location=seg.location,
-                masked="*******" + value[-4:],
-                score=1.0 if keyword else 0.85,
-                start=m.start(),
-                end=m.end(),
-                weight=1.0,
-                key=value_key("mbi", value),
+                self.id,
+                self.version,
+                "mbi",
+                "identifier",
+                seg.location,
+                "*******" + value[-4:],
+                1.0 if keyword else 0.85,
+                m.start(),
+                m.end(),
+                1.0,
+                value_key("mbi", value),
             )
 
 
-# --- Legacy Medicare HICN --------------------------------------------------------
-
-_HICN_RE = re.compile(
-    rf"(\d\d\d)({_SEP}|)(\d{{2}})({_SEP}|)(\d{{4}})[ -]?"
-    r"(A|B[1-9A-Z]?|C[1-9A-Z]|D[1-9A-Z]?|E[1-9A-Z]?|F[1-8]|J[1-4]|K[1-9A-Z]?|M1?|T[A-Z]?|W[1-9A-Z]?)"
-    r"(?![A-Za-z0-9])"
-)
-
-
 class HicnDetector:
-    """Health Insurance Claim Numbers: an SSN followed by a beneficiary identification code."""
+    """Health Insurance Claim Numbers written without separators, next to a Medicare keyword.
+
+    Separated ones ("219-45-6781A") need no keyword and come from `SsnDetector`.
+    """
 
     id = "us-hicn"
     version = 1
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits or not _hinted(low, _MEDICARE_KW_HINTS):
+            return
         for m in _HICN_RE.finditer(seg.text):
+            if m.group(2) and m.group(4):
+                continue  # separated: SsnDetector's
             if not starts_token(seg.text, m.start(), "-"):
                 continue
             number = m.group(1) + m.group(3) + m.group(5)
             if not ssn_valid(number):
                 continue
-            separated = bool(m.group(2)) and bool(m.group(4))
-            keyword = near(low, m.start(), m.end(), _MEDICARE_KW_RE, 60, 20)
-            if not (separated or keyword):
-                continue
-            yield Finding(
-                rule=self.id,
-                version=self.version,
-                category="hicn",
-                kind="identifier",
-                location=seg.location,
-                masked=f"***-**-{number[5:]}{m.group(6)}",
-                score=1.0 if keyword else 0.85,
-                start=m.start(),
-                end=m.end(),
-                weight=1.0,
-                key=value_key("ssn", number),
-            )
+            if near(low, m.start(), m.end(), _MEDICARE_KW_RE, 60, 20):
+                yield _hicn_finding(seg, m.start(), m.end(), number, m.group(6), True)
 
 
 # --- Record, member, account, claim and policy numbers -------------------------------
@@ -234,8 +278,9 @@ _ID_KEYWORD_BEFORE_RE = re.compile(
     r"(?P<sep>[\s:#=.\-\u2013]{0,4})(?:is\s+|of\s+)?$"
 )
 _ID_FAMILY = {group: (rule, category, weight) for group, rule, category, weight, _ in _ID_FAMILIES}
-# Where any keyword ends: found in one pass, so each number only checks its window
-# with the full pattern when a keyword is actually near.
+# Any keyword, found in the few characters before a candidate number; only where
+# one starts is the full pattern above tried (searching it across the window
+# would try every alternative at every position).
 _ID_KEYWORD_RE = re.compile("|".join(keywords for *_, keywords in _ID_FAMILIES))
 _ID_WINDOW = 50  # keyword start to value
 _ID_GAP = 30  # keyword end to value: "#", "no.", "number", ":" and spaces
@@ -243,10 +288,34 @@ _ID_GAP = 30  # keyword end to value: "#", "no.", "number", ":" and spaces
 _BARE_OK = ("mrn", "medical record", "med", "medicaid", "subscriber", "csn", "emr", "ehr")
 # "Patient account" numbers belong to one patient; a bare "account" may be a vendor's.
 _PATIENT_ACCOUNT_RE = re.compile(r"patient|guarantor|mrn")
-_DIGIT_RUN_RE = re.compile(r"\d\d\d+")
-_TOKEN_TAIL_RE = re.compile(r"[a-z0-9-]+$")
+# A token (ids are at most 20 long) with three digits in a row, after separators
+# that follow a letter: every keyword phrase ends in a letter ("MRN", "no", "id",
+# "is") and separators, so phone numbers and dates in tables are passed over in C.
+_ID_CANDIDATE_RE = re.compile(
+    r"[\s:#=.\u2013](?<=[a-z][\s:#=.\u2013])[\s:#=.\-\u2013]*([a-z0-9-]{0,17}?\d\d\d)"
+)
 _TOKEN_HEAD_RE = re.compile(r"[a-z0-9-]+")
 _NO_DIGITS = str.maketrans("", "", "0123456789")
+_PHRASE_SEPARATORS = frozenset(":#=.-\u2013")
+
+
+def _keyword_before(low: str, start: int) -> re.Match[str] | None:
+    """The keyword phrase ending right at `start` ("MRN #: "), leftmost first, or None."""
+    lo = max(0, start - _ID_WINDOW)
+    # Every phrase ends in a letter (of the keyword, "no", "number", "id", "is")
+    # and separators: "(419) 555-0142" and "1/2/1960" are turned away here.
+    i = start - 1
+    while i >= lo and (low[i] in _PHRASE_SEPARATORS or low[i].isspace()):
+        i -= 1
+    if i < lo or not ("a" <= low[i] <= "z"):
+        return None
+    for k in _ID_KEYWORD_RE.finditer(low, lo, start):
+        if k.end() < start - _ID_GAP:
+            continue
+        m = _ID_KEYWORD_BEFORE_RE.match(low, k.start(), start)
+        if m is not None:
+            return m
+    return None
 
 
 class KeywordIdDetector:
@@ -259,31 +328,21 @@ class KeywordIdDetector:
         """Findings in one segment."""
         text = seg.text
         taken: set[int] = set()
-        token_end = -1
-        keyword_ends: list[int] | None = None
-        # Anchored on digit runs (rare in prose) rather than on keywords
-        # ("patient", "member" are everywhere in healthcare mail).
-        for d in _DIGIT_RUN_RE.finditer(low):
-            if d.start() < token_end:
-                continue
-            # The whole token around the digits: "ab-1234-x" (ids are at most 20 long).
-            head = _TOKEN_TAIL_RE.search(low, max(0, d.start() - 21), d.start())
-            start = head.start() if head is not None else d.start()
-            tail = _TOKEN_HEAD_RE.match(low, d.end())
-            end = tail.end() if tail is not None else d.end()
-            token_end = end
-            token = low[start:end].strip("-")
-            if token:
+        # Anchored on numbers (rare in prose) rather than on keywords ("patient",
+        # "member" are everywhere in healthcare mail): each candidate is a token
+        # with three digits in a row where a keyword phrase may end before it.
+        for cand in _ID_CANDIDATE_RE.finditer(low):
+            start = cand.start(1)
+            tail = _TOKEN_HEAD_RE.match(low, cand.end(1))
+            end = tail.end() if tail is not None else cand.end(1)
+            token = low[start:end]
+            if token[0] == "-" or token[-1] == "-":
+                token = token.strip("-")
                 start = low.index(token, start)
                 end = start + len(token)
             if not 3 <= len(token) <= 20 or len(token) - len(token.translate(_NO_DIGITS)) < 4:
                 continue
-            if keyword_ends is None:
-                keyword_ends = [k.end() for k in _ID_KEYWORD_RE.finditer(low)]
-            i = bisect_right(keyword_ends, start)
-            if i == 0 or keyword_ends[i - 1] < start - _ID_GAP:
-                continue
-            m = _ID_KEYWORD_BEFORE_RE.search(low, max(0, start - _ID_WINDOW), start)
+            m = _keyword_before(low, start)
             if m is None or not starts_token(low, m.start()):
                 continue
             # Dates next to "visit" or "member since" are not ids.
@@ -291,7 +350,8 @@ class KeywordIdDetector:
                 continue
             group = next(g for g in _ID_FAMILY if m.group(g) is not None)
             keyword = m.group(group)
-            marked = m.group("suf") or any(c in m.group("sep") for c in ":#=")
+            sep = m.group("sep")
+            marked = m.group("suf") or ":" in sep or "#" in sep or "=" in sep
             if not marked and not keyword.startswith(_BARE_OK):
                 continue
             rule, category, weight = _ID_FAMILY[group]
@@ -302,17 +362,17 @@ class KeywordIdDetector:
             value = text[start:end]
             taken.add(start)
             yield Finding(
-                rule=rule,
-                version=self.version,
-                category=category,
-                kind="identifier",
-                location=seg.location,
-                masked=mask_token(value, 4 if len(value) >= 8 else 2),
-                score=0.9,
-                start=m.start(),
-                end=end,
-                weight=weight,
-                key=value_key(category, value.upper()),
+                rule,
+                self.version,
+                category,
+                "identifier",
+                seg.location,
+                mask_token(value, 4 if len(value) >= 8 else 2),
+                0.9,
+                m.start(),
+                end,
+                weight,
+                value_key(category, value.upper()),
             )
         if ctx.header:
             yield from self._table_ids(seg, text, ctx, taken)
@@ -332,17 +392,17 @@ class KeywordIdDetector:
                     continue
                 taken.add(m.start())
                 yield Finding(
-                    rule="keyword-id-column",
-                    version=self.version,
-                    category=category,
-                    kind="identifier",
-                    location=seg.location,
-                    masked=mask_token(value, 2),
-                    score=0.7,
-                    start=m.start(),
-                    end=m.end(),
-                    weight=1.0,
-                    key=value_key(category, value.upper()),
+                    "keyword-id-column",
+                    self.version,
+                    category,
+                    "identifier",
+                    seg.location,
+                    mask_token(value, 2),
+                    0.7,
+                    m.start(),
+                    m.end(),
+                    1.0,
+                    value_key(category, value.upper()),
                 )
                 break
 
@@ -366,6 +426,18 @@ _ENCOUNTER_RE = re.compile(
     rf"\b[\s:#=\-\u2013(]{{0,6}}{DATE_PATTERN}"
 )
 _DOB_HEADER_RE = re.compile(r"\b(?:dob|d\.o\.b|date of birth|birth ?date|birthday)\b")
+# Every keyword of the two patterns above contains one of these literals.
+_DOB_HINTS = ("dob", "d.o.b", "birth", "born")
+_ENCOUNTER_HINTS = (
+    "admi", "date of", "discharge", "dos", "d.o.s", "dod", "visit date", "service date", "seen",
+    "surgery date", "expired on", "died on",
+)  # fmt: skip
+
+
+def _covered(starts: list[int], ends: list[int], pos: int) -> bool:
+    """Whether pos lies inside one of the spans (sorted, not overlapping)."""
+    i = bisect_right(starts, pos) - 1
+    return i >= 0 and pos < ends[i]
 
 
 class DateDetector:
@@ -376,44 +448,60 @@ class DateDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
-        # Positions already inside a date finding: a DOB is not also an encounter date.
-        covered: set[int] = set()
-        for pattern, category, weight in (
-            (_DOB_RE, "dob", 1.0),
-            (_ENCOUNTER_RE, "encounter-date", 0.6),
+        if not ctx.digits:
+            return
+        this_year = dt.date.today().year
+        # Spans of the dates found so far: a DOB is not also an encounter date.
+        starts: list[int] = []
+        ends: list[int] = []
+        for pattern, category, weight, hints in (
+            (_DOB_RE, "dob", 1.0, _DOB_HINTS),
+            (_ENCOUNTER_RE, "encounter-date", 0.6, _ENCOUNTER_HINTS),
         ):
+            if not _hinted(low, hints):
+                continue
+            found: list[tuple[int, int]] = []
             for m in pattern.finditer(low):
-                if not starts_token(low, m.start()):
+                start, end = m.span()
+                if not starts_token(low, start):
                     continue
-                date = parse_date(m)
-                if date is None or m.start() in covered or m.end() - 1 in covered:
+                date = parse_date(m, this_year)
+                if date is None or _covered(starts, ends, start) or _covered(starts, ends, end - 1):
                     continue
-                covered.update(range(m.start(), m.end()))
-                yield self._finding(seg, m.start(), m.end(), category, weight, date.isoformat())
+                found.append((start, end))
+                yield self._finding(seg, start, end, category, weight, date.isoformat())
+            # One pattern's matches never overlap each other: merge them once.
+            if found:
+                spans = sorted(zip(starts, ends, strict=True)) + found
+                spans.sort()
+                starts = [a for a, _ in spans]
+                ends = [b for _, b in spans]
         if ctx.header and _DOB_HEADER_RE.search(ctx.header):
             # One date per row is the birth date when the table has a DOB column;
             # the earliest date is the likeliest.
-            dates = [(d, m) for m in DATE_RE.finditer(low) if (d := parse_date(m)) is not None]
+            dates = [
+                (d, m) for m in DATE_RE.finditer(low) if (d := parse_date(m, this_year)) is not None
+            ]
             if dates:
                 date, m = min(dates, key=lambda dm: dm[0])
-                if m.start() not in covered:
+                if not _covered(starts, ends, m.start()):
                     yield self._finding(seg, m.start(), m.end(), "dob", 1.0, date.isoformat())
 
     def _finding(
         self, seg: SegmentLike, start: int, end: int, category: str, weight: float, iso: str
     ) -> Finding:
         return Finding(
-            rule="dob" if category == "dob" else "encounter-date",
-            version=self.version,
-            category=category,
-            kind="identifier",
-            location=seg.location,
-            masked="**/**/****",
-            score=0.95,
-            start=start,
-            end=end,
-            weight=weight,
-            key=value_key(category, iso),
+            "dob" if category == "dob" else "encounter-date",
+            self.version,
+            category,
+            "identifier",
+            seg.location,
+            "**/**/****",
+            0.95,
+            start,
+            end,
+            weight,
+            value_key(category, iso),
         )
 
 
@@ -436,6 +524,8 @@ class PhoneDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return
         matches = [m for r in _PHONE_RES for m in r.finditer(seg.text)]
         for m in sorted(matches, key=lambda m: m.start()):
             if not starts_token(seg.text, m.start(), "/.-"):
@@ -443,17 +533,17 @@ class PhoneDetector:
             number = m.group(1) + m.group(2) + m.group(3)
             fax = near(low, m.start(), m.end(), _FAX_RE, 15, 0)
             yield Finding(
-                rule="fax" if fax else "phone",
-                version=self.version,
-                category="fax" if fax else "phone",
-                kind="identifier",
-                location=seg.location,
-                masked="***-***-" + number[-4:],
-                score=0.8,
-                start=m.start(),
-                end=m.end(),
-                weight=0.25,
-                key=value_key("phone", number),
+                "fax" if fax else "phone",
+                self.version,
+                "fax" if fax else "phone",
+                "identifier",
+                seg.location,
+                "***-***-" + number[-4:],
+                0.8,
+                m.start(),
+                m.end(),
+                0.25,
+                value_key("phone", number),
             )
 
 
@@ -484,24 +574,26 @@ class EmailDetector:
                 continue
             tld = m.group(1).rsplit(".", 1)[1]
             yield Finding(
-                rule=self.id,
-                version=self.version,
-                category="email",
-                kind="identifier",
-                location=seg.location,
-                masked=f"***@***.{tld}",
-                score=0.9,
-                start=i,
-                end=m.end(),
-                weight=0.25,
-                key=value_key("email", low[i : m.end()]),
+                self.id,
+                self.version,
+                "email",
+                "identifier",
+                seg.location,
+                f"***@***.{tld}",
+                0.9,
+                i,
+                m.end(),
+                0.25,
+                value_key("email", low[i : m.end()]),
             )
 
 
 # --- US postal addresses ---------------------------------------------------------------
 
+# The look-behind after the first digit (not before it, which would stop the
+# regex engine from skipping to digits) rejects digits inside a token at once.
 _STREET_RE = re.compile(
-    r"\d\d{0,5}[a-z]?\s+(?:[nsew]\.?\s+)?(?:[a-z0-9'.]+\s+){1,4}"
+    r"\d(?<![\w-]\d)\d{0,5}[a-z]?\s+(?:[nsew]\.?\s+)?(?:[a-z0-9'.]+\s+){1,4}"
     r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl"
     r"|terrace|ter|circle|cir|highway|hwy|parkway|pkwy|square|sq|trail|trl|alley|loop|run)\b\.?"
 )
@@ -516,23 +608,23 @@ class AddressDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return
         for m in _STREET_RE.finditer(low):
-            if not starts_token(low, m.start(), "-"):
-                continue
             z = _ZIP_RE.search(low, m.end(), min(len(low), m.end() + 80))
             if z is None:
                 continue
             zipcode = z.group(1) or z.group(2)
             yield Finding(
-                rule=self.id,
-                version=self.version,
-                category="address",
-                kind="identifier",
-                location=seg.location,
-                masked=f"*** ***, ** {zipcode[:3]}**",
-                score=0.8,
-                start=m.start(),
-                end=z.end(),
-                weight=0.3,
-                key=value_key("address", " ".join(low[m.start() : z.end()].split())),
+                self.id,
+                self.version,
+                "address",
+                "identifier",
+                seg.location,
+                f"*** ***, ** {zipcode[:3]}**",
+                0.8,
+                m.start(),
+                z.end(),
+                0.3,
+                value_key("address", " ".join(low[m.start() : z.end()].split())),
             )

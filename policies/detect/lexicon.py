@@ -50,3 +50,24 @@ def first_names() -> Mapping[str, bool]:
 def last_names() -> frozenset[str]:
     """Lower-case frequent surnames."""
     return frozenset(_lines("last_names.txt.gz"))
+
+
+@cache
+def condition_names() -> Mapping[str, tuple[str, float]]:
+    """ICD-10-CM condition names ("peptic ulcer") -> (category, weight)."""
+    out: dict[str, tuple[str, float]] = {}
+    for line in _lines("conditions.txt.gz"):
+        name, category, weight = line.split("\t")
+        out[name] = (category, float(weight))
+    return MappingProxyType(out)
+
+
+@cache
+def body_sites() -> tuple[frozenset[str], frozenset[str]]:
+    """(body sites, conditions written with one: "fracture of ... radius"), from ICD-10-CM."""
+    sites: set[str] = set()
+    conditions: set[str] = set()
+    for line in _lines("body_sites.txt.gz"):
+        kind, word = line.split("\t")
+        (sites if kind == "site" else conditions).add(word)
+    return frozenset(sites), frozenset(conditions)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 from policies.detect.base import (
     NO_CONTEXT,
@@ -73,11 +74,11 @@ _STRONG_AFTER = re.compile(
     r"[\s,(|\-\u2013]*(?:" + "|".join(_STRONG_AFTER_CUES) + ")", re.IGNORECASE
 )
 # Names of clinicians are provider context, not patients.
-_PROVIDER_BEFORE = re.compile(r"(?:\bdr\.?|\bdoctor|\bprovider:?|\bnurse)\s*$", re.IGNORECASE)
+# (Both read the lower-cased text.)
+_PROVIDER_BEFORE = re.compile(r"(?:\bdr\.?|\bdoctor|\bprovider:?|\bnurse)\s*$")
 _PROVIDER_AFTER = re.compile(
     r",?\s*(?:md|m\.d\.|do|rn|np|pa-c|pa|phd|dds|dmd|lcsw|fnp|dnp|arnp|aprn|lpn|pharmd|rph"
-    r"|facp|mph|crna|cnm|msw)\b",
-    re.IGNORECASE,
+    r"|facp|mph|crna|cnm|msw)\b"
 )
 # Capitalised words that start lines in forms and letters, never a name.
 _NOT_NAMES = frozenset(
@@ -98,8 +99,12 @@ _SPLIT_NAME_RE = re.compile(
 _NAME_HEADER_RE = re.compile(r"\b(?:name|patient|pt|member|first|last|surname|resident)\b")
 
 
+_NAME_SPLIT_RE = re.compile(r"[ ,]+")
+_INITIAL_RE = re.compile(r"[A-Z]\.")
+
+
 def _tokens(name: str) -> list[str]:
-    return [t for t in re.split(r"[ ,]+", name) if t and not (len(t) <= 2 and t.endswith("."))]
+    return [t for t in _NAME_SPLIT_RE.split(name) if t and not (len(t) <= 2 and t.endswith("."))]
 
 
 def _plausible(name: str, strict: bool) -> bool:
@@ -108,7 +113,7 @@ def _plausible(name: str, strict: bool) -> bool:
     if any(t.lower() in _NOT_NAMES for t in toks):
         return False
     firsts, lasts = first_names(), last_names()
-    if len(toks) == 1 and re.match(r"[A-Z]\.", name):
+    if len(toks) == 1 and _INITIAL_RE.match(name):
         return toks[0].lower() in lasts  # "J. Smith"
     if len(toks) < 2:
         return False
@@ -145,23 +150,62 @@ _CUE_ENDS = (
 )  # fmt: skip
 # Labels of a name split over two cells, handled by _SPLIT_NAME_RE instead.
 _SPLIT_LABELS = ("last name", "first name", "last_name", "first_name", "lastname", "firstname")
-_WORD_CUES = (
-    ("strong", re.compile(r"[Pp](?:atient,?|t\.?(?=[ \t]+[A-Z][a-z]))[ \t]+(?=[A-Z])")),
-    ("weak", re.compile(r"M(?:rs?|s|iss|x)\.?[ \t]+(?=[A-Z])")),
-    ("for", re.compile(r"for[ \t]+(?=[A-Z])")),
-    ("weak", re.compile(r"[Rr]e(?:garding|ferring)[ \t]+(?=[A-Z])")),
-    ("weak", re.compile(r"[Mm]ember,?[ \t]+(?=[A-Z])")),
+# (kind, finder, cue): the finder looks for a lower-case literal in the
+# lower-cased text, which the regex engine skips to quickly; the cue pattern
+# then checks the case-sensitive original at that spot.
+_WORD_CUES: tuple[tuple[str, re.Pattern[str] | None, re.Pattern[str]], ...] = (
+    (
+        "strong",
+        re.compile(r"p(?:atient|t)"),
+        re.compile(r"[Pp](?:atient,?|t\.?(?=[ \t]+[A-Z][a-z]))[ \t]+(?=[A-Z])"),
+    ),
+    ("weak", None, re.compile(r"M(?:rs?|s|iss|x)\.?[ \t]+(?=[A-Z])")),
+    ("for", None, re.compile(r"for[ \t]+(?=[A-Z])")),
+    (
+        "weak",
+        re.compile(r"re(?:garding|ferring)"),
+        re.compile(r"[Rr]e(?:garding|ferring)[ \t]+(?=[A-Z])"),
+    ),
+    ("weak", re.compile(r"member"), re.compile(r"[Mm]ember,?[ \t]+(?=[A-Z])")),
 )
+# A table of labelled cells has a colon every few words: there, finding the cue
+# labels with one regex beats looking at every colon.
+_COLON_CUE_LABEL_RE = re.compile(
+    "(?:"
+    + "|".join(
+        # "Last name:" and "First name:" are _SPLIT_LABELS: not looked at.
+        "name" + "".join(f"(?<!{re.escape(label)})" for label in _SPLIT_LABELS)
+        if e == "name"
+        else re.escape(e)
+        for e in sorted(_CUE_ENDS, key=len, reverse=True)
+    )
+    + r")\s*:"
+)
+_DENSE_COLONS = 40  # characters per colon below which the text counts as a table
 # Cues after a name, searched on their own; the name is then read backwards.
-# The ones that start with a digit share one pass ("58F", "72 y/o", "3/4/1956").
-_DIGIT_CUE_RE = re.compile(
-    r"\d\d?\d?(?:(?P<age>\s*(?:y/?o|yrs?|years?)\b| ?[mf]\b)"
-    r"|/\d\d?/(?:19\d\d|20[01]\d|\d\d)\b)"
-)
-_CUES_AFTER = (
-    tuple((1.0, re.compile(p)) for p in _STRONG_AFTER_CUES if not p.startswith("\\d"))
-    + tuple((0.6, re.compile(p)) for p in _WEAK_AFTER_CUES if not p.startswith("\\d"))
-    + ((0.0, _DIGIT_CUE_RE),)
+# A name ends in a letter (or the ")" of an aside) and its separators, so the
+# cues that start with a digit or a common word are searched with that separator
+# in front: the regex engine then tries them after spaces only, not at every
+# digit or letter. The digit cues share one pass ("58F", "72 y/o", "3/4/1956").
+_AFTER_SEP = r"[ \t,(|\-\u2013]"
+# "Jane Doe's labs": the one cue written right after the name, without a separator.
+_POSSESSIVE_CUE = next(p for p in _STRONG_AFTER_CUES if p.startswith("'s"))
+_POSSESSIVE_RE = re.compile(f"(?P<cue>{_POSSESSIVE_CUE})")
+# Every other cue in one pass, and only where a letter or the ")" of an aside
+# comes before it and its separators (where a name may end): the dates and
+# numbers of a table are passed over in C. Strong cues come first, so the
+# heavier weight wins where a strong and a weak cue start at the same place;
+# the group that matched gives the weight (an age or sex after a name is strong).
+_SEP_CUES_RE = re.compile(
+    rf"(?:\)|{_AFTER_SEP}(?:(?<=[^\W\d_]{_AFTER_SEP})|(?<=\){_AFTER_SEP})))"
+    rf"{_AFTER_SEP}*"
+    r"(?:(?=\d)(?P<dcue>\d\d?\d?(?:(?P<age>\s*(?:y/?o|yrs?|years?)\b| ?[mf]\b)"
+    r"|/\d\d?/(?:19\d\d|20[01]\d|\d\d)\b))"
+    r"|(?P<cue>(?P<strong>"
+    + "|".join(p for p in _STRONG_AFTER_CUES if not p.startswith(("\\d", "'s")))
+    + ")|"
+    + "|".join(p for p in _WEAK_AFTER_CUES if not p.startswith("\\d"))
+    + "))"
 )
 # The name may be followed by a short aside: "Tom Hanks (ID W123), was seen ..."
 _NAME_BEFORE_RE = re.compile(_NAME + r"[ \t,]*(?:\([^()\n]{0,40}\))?[ \t,(|\-\u2013]*$")
@@ -181,8 +225,8 @@ class PatientNameDetector:
         best: dict[int, tuple[int, str, float]] = {}
 
         def keep(start: int, end: int, name: str, weight: float) -> None:
-            if _PROVIDER_BEFORE.search(text, max(0, start - 12), start) or _PROVIDER_AFTER.match(
-                text, end
+            if _PROVIDER_BEFORE.search(low, max(0, start - 12), start) or _PROVIDER_AFTER.match(
+                low, end
             ):
                 return
             if weight > best.get(start, (0, "", 0.0))[2]:
@@ -199,19 +243,19 @@ class PatientNameDetector:
             elif _plausible(name, strict=True):
                 after = _STRONG_AFTER.match(text, m.end()) is not None
                 keep(m.start(), m.end(), name, 1.0 if after else 0.6)
-        for cue_weight, cue_re in _CUES_AFTER:
-            for cue in cue_re.finditer(low):
-                weight = cue_weight or (1.0 if cue.group("age") else 0.6)
-                # A name ends in a letter, maybe followed by an aside in brackets.
-                before = text[max(0, cue.start() - 60) : cue.start()].rstrip(" \t,(|-\u2013")
-                if not before or not (before[-1].isalpha() or before[-1] == ")"):
-                    continue
-                words = before.split()
-                if len(words) < 2 or not (words[-1][0].isupper() or words[-1][0] == "("):
-                    continue  # a name is two or more capitalised words
-                m = _NAME_BEFORE_RE.search(text, max(0, cue.start() - 60), cue.start())
-                if m is not None and _plausible(m.group("name"), strict=True):
-                    keep(m.start("name"), m.end("name"), m.group("name"), weight)
+        for cue, weight in self._cues_after(low):
+            # A name ends in a letter, maybe followed by an aside in brackets.
+            before = text[max(0, cue - 60) : cue].rstrip(" \t,(|-\u2013")
+            if not before or not (before[-1].isalpha() or before[-1] == ")"):
+                continue
+            words = before.rsplit(None, 2)
+            if len(words) < 2 or not (words[-1][0].isupper() or words[-1][0] == "("):
+                continue  # a name is two or more capitalised words
+            if before[-1] != ")" and not (words[-2][0].isupper() or words[-2][0] == "("):
+                continue  # "First name: Maria": one capitalised word is no name
+            m = _NAME_BEFORE_RE.search(text, max(0, cue - 60), cue)
+            if m is not None and _plausible(m.group("name"), strict=True):
+                keep(m.start("name"), m.end("name"), m.group("name"), weight)
         if ctx.header and _NAME_HEADER_RE.search(ctx.header):
             weight = 1.0 if "patient" in ctx.header or "dob" in ctx.header else 0.6
             for m in _NAME_RE.finditer(text):
@@ -229,13 +273,35 @@ class PatientNameDetector:
             yield from self._honorific_surnames(seg, text)
 
     @staticmethod
+    def _cues_after(low: str) -> Iterator[tuple[int, float]]:
+        """(where the cue starts, weight) for every cue that may follow a name."""
+        if "'s" in low:
+            for found in _POSSESSIVE_RE.finditer(low):
+                yield found.start("cue"), 1.0
+        for found in _SEP_CUES_RE.finditer(low):
+            if found.group("dcue") is not None:
+                yield found.start("dcue"), 1.0 if found.group("age") else 0.6
+            else:
+                yield found.start("cue"), 1.0 if found.group("strong") is not None else 0.6
+
+    @staticmethod
+    def _colons(low: str) -> Iterator[int]:
+        """Where every colon that may end a cue label is (a superset)."""
+        if low.count(":") * _DENSE_COLONS > len(low):
+            for m in _COLON_CUE_LABEL_RE.finditer(low):
+                yield m.end() - 1
+        else:
+            for m in _COLON_RE.finditer(low):
+                yield m.start()
+
+    @staticmethod
     def _cues_before(text: str, low: str) -> Iterator[tuple[str, int]]:
         """("strong" | "weak", where a name would start) for every cue in the text."""
-        for colon in _COLON_RE.finditer(low):
-            label = low[max(0, colon.start() - 12) : colon.start()].rstrip()
+        for colon in PatientNameDetector._colons(low):
+            label = low[max(0, colon - 12) : colon].rstrip()
             if not label.endswith(_CUE_ENDS) or label.endswith(_SPLIT_LABELS):
                 continue
-            cue = _COLON_CUE_RE.search(low, max(0, colon.start() - 40), colon.start())
+            cue = _COLON_CUE_RE.search(low, max(0, colon - 40), colon)
             if cue is None or not starts_token(low, cue.start()):
                 continue
             if cue.group("re") is not None:
@@ -243,18 +309,24 @@ class PatientNameDetector:
                 line_start = text.rfind("\n", 0, cue.start()) + 1
                 if text[line_start : cue.start()].strip():
                     continue
-            yield ("strong" if cue.group("strong") else "weak"), colon.end()
-        for kind, cue_re in _WORD_CUES:
-            for m in cue_re.finditer(text):
-                if not starts_token(text, m.start()):
+            after = _COLON_RE.match(low, colon)
+            yield ("strong" if cue.group("strong") else "weak"), after.end() if after else colon + 1
+        for kind, finder, cue_re in _WORD_CUES:
+            if finder is None:
+                found: Iterator[re.Match[str] | None] = cue_re.finditer(text)
+            else:
+                found = (cue_re.match(text, f.start()) for f in finder.finditer(low))
+            for m in found:
+                if m is None or not starts_token(text, m.start()):
                     continue
                 if kind == "for":
                     # "Lab results for Jane Doe", "refill for John Smith"
                     before = low[max(0, m.start() - 16) : m.start()].split()
                     if not before or before[-1] not in _FOR_CUES:
                         continue
-                    kind = "weak"
-                yield kind, m.end()
+                    yield "weak", m.end()
+                else:
+                    yield kind, m.end()
 
     def _honorific_surnames(self, seg: SegmentLike, text: str) -> Iterator[Finding]:
         """ "Mrs. Garcia was admitted": a title and surname with a clinical verb after it."""
@@ -267,20 +339,28 @@ class PatientNameDetector:
             yield self._finding(seg, m.start(), m.end(), surname, 1.0)
 
     def _finding(self, seg: SegmentLike, start: int, end: int, name: str, weight: float) -> Finding:
-        toks = _tokens(name)
+        masked, key = _mask_and_key(name)
         return Finding(
-            rule=self.id,
-            version=self.version,
-            category="name",
-            kind="identifier",
-            location=seg.location,
-            masked=" ".join(t[0] + "***" for t in toks),
-            score=0.9 if weight >= 1.0 else 0.6,
-            start=start,
-            end=end,
-            weight=weight,
-            key=value_key("name", " ".join(sorted(t.lower() for t in toks if len(t) > 1))),
+            self.id,
+            self.version,
+            "name",
+            "identifier",
+            seg.location,
+            masked,
+            0.9 if weight >= 1.0 else 0.6,
+            start,
+            end,
+            weight,
+            key,
         )
+
+
+@lru_cache(maxsize=4096)
+def _mask_and_key(name: str) -> tuple[str, str]:
+    """ "J*** D***" and the key of a name (cached: a list names the same people often)."""
+    toks = _tokens(name)
+    masked = " ".join(t[0] + "***" for t in toks)
+    return masked, value_key("name", " ".join(sorted(t.lower() for t in toks if len(t) > 1)))
 
 
 _HONORIFIC_RE = re.compile(

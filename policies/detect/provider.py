@@ -51,23 +51,25 @@ class NpiDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return
         for m in _NPI_RE.finditer(seg.text):
             npi = m.group(1)
             if not npi_valid(npi) or not starts_token(seg.text, m.start(), "-"):
                 continue
             keyword = near(low, m.start(), m.end(), _NPI_KW_RE, 30, 0) or "npi" in ctx.header
             yield Finding(
-                rule=self.id,
-                version=self.version,
-                category="npi",
-                kind="provider",
-                location=seg.location,
-                masked="******" + npi[-4:],
-                score=1.0 if keyword else 0.6,
-                start=m.start(),
-                end=m.end(),
-                weight=0.3,
-                key=npi_key(npi),
+                self.id,
+                self.version,
+                "npi",
+                "provider",
+                seg.location,
+                "******" + npi[-4:],
+                1.0 if keyword else 0.6,
+                m.start(),
+                m.end(),
+                0.3,
+                npi_key(npi),
             )
 
 
@@ -79,19 +81,21 @@ class DeaDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return
         for m in _DEA_RE.finditer(seg.text):
             if not dea_valid(m.group(2)) or not starts_token(seg.text, m.start()):
                 continue
             yield Finding(
-                rule=self.id,
-                version=self.version,
-                category="dea",
-                kind="provider",
-                location=seg.location,
-                masked="**" + "*****" + m.group(2)[-2:],
-                score=0.9,
-                start=m.start(),
-                end=m.end(),
-                weight=0.3,
-                key=value_key("dea", m.group(0)),
+                self.id,
+                self.version,
+                "dea",
+                "provider",
+                seg.location,
+                "**" + "*****" + m.group(2)[-2:],
+                0.9,
+                m.start(),
+                m.end(),
+                0.3,
+                value_key("dea", m.group(0)),
             )

@@ -145,15 +145,12 @@ DIAGNOSES = _table(
     infection|0.5
     fracture|0.8
     fractured|0.8
-    closed fracture
-    open fracture
     concussion|0.8
     traumatic brain injury
     laceration|0.8
     herniated disc
     scoliosis
     back pain|0.5
-    low back pain|0.8
     chest pain|0.8
     shortness of breath|0.8
     dyspnea
@@ -361,7 +358,6 @@ PROCEDURES = _table(
     comprehensive metabolic panel|0.8
     lipid panel|0.7
     cbc|0.5
-    therapeutic exercise|0.6
     covid test|0.5
     strep test|0.7
     vaccine|0.3

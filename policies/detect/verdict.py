@@ -20,6 +20,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Literal
 
 from policies.detect.base import Finding, SegmentLike
@@ -38,6 +39,8 @@ HEALTH_SYSTEM_IDS = frozenset({"mrn", "mbi", "hicn"})
 _HEALTH_SYSTEM_CONTEXT = 0.5
 # Identifiers that make a list of people "bulk" when many distinct ones appear.
 BULK_CATEGORIES = frozenset({"ssn", "mbi", "hicn", "mrn", "member-id", "dob"})
+# Reported when a message is bulk: the identifiers that make the list a list of people.
+_BULK_REPORTED = BULK_CATEGORIES | {"name"}
 
 
 @dataclass(frozen=True)
@@ -75,14 +78,24 @@ class Classification:
     categories: frozenset[str] = field(default_factory=frozenset)
 
 
-def _identifier_strength(ids: Iterable[Finding]) -> float:
-    best: dict[str, float] = {}
-    for f in ids:
-        if f.weight > best.get(f.category, 0.0):
-            best[f.category] = f.weight
-    weak = sum(w for c, w in best.items() if c in WEAK_IDENTIFIERS)
-    strong = sum(w for c, w in best.items() if c not in WEAK_IDENTIFIERS)
-    return strong + min(weak, _WEAK_CAP)
+_HEALTH_KINDS = frozenset({"health", "sensitive", "provider"})
+# Weights are decimals summed in binary floating point (0.6 + 0.3 < 0.9): the
+# thresholds are met within this tolerance.
+_EPSILON = 1e-9
+_PLACE = attrgetter("location", "start")
+_WEIGHT = attrgetter("weight")
+
+
+def _strength(best: dict[str, float], weak: bool = True) -> float:
+    """Identifier strength from the heaviest weight per category (weak ones capped)."""
+    strong = 0.0
+    light = 0.0
+    for category, weight in best.items():
+        if category in WEAK_IDENTIFIERS:
+            light += weight
+        else:
+            strong += weight
+    return strong + min(light, _WEAK_CAP) if weak else strong
 
 
 def _health_evidence(health: Iterable[Finding]) -> float:
@@ -97,13 +110,21 @@ def _health_evidence(health: Iterable[Finding]) -> float:
 def _is_phi(ids: Sequence[Finding], health: Sequence[Finding], t: Thresholds) -> bool:
     if not ids:
         return False
-    i = _identifier_strength(ids)
-    if i < t.min_identifier:
+    best: dict[str, float] = {}
+    for f in ids:
+        if f.weight > best.get(f.category, -1.0):
+            best[f.category] = f.weight
+    return _phi_of(_strength(best), best, health, t)
+
+
+def _phi_of(i: float, best: dict[str, float], health: Sequence[Finding], t: Thresholds) -> bool:
+    """PHI test for identifiers of strength i (categories in best) with this health evidence."""
+    if i < t.min_identifier - _EPSILON:
         return False
     h = _health_evidence(health)
-    if any(f.category in HEALTH_SYSTEM_IDS for f in ids):
+    if not HEALTH_SYSTEM_IDS.isdisjoint(best):
         h += _HEALTH_SYSTEM_CONTEXT
-    return h >= t.min_health and i * h >= t.phi_product
+    return h >= t.min_health - _EPSILON and i * h >= t.phi_product - _EPSILON
 
 
 def _split(findings: Iterable[Finding]) -> tuple[list[Finding], list[Finding]]:
@@ -130,14 +151,16 @@ class _Windows:
     def phi_windows(self) -> Iterable[tuple[list[Finding], list[Finding]]]:
         """(identifiers, health) of every window that is PHI."""
         w = self.t.window
-        anchors = self.ids or self.extra_ids
+        # Without identifiers of its own, the segment is one window around the subject's.
+        from_subject = not self.ids
+        anchors = self.extra_ids if from_subject else self.ids
         # An identifier already inside a PHI window adds nothing new as an
         # anchor; skipping it keeps dense documents linear.
         done: set[int] = set()
         for anchor in anchors:
             if id(anchor) in done:
                 continue
-            if anchor in self.extra_ids:
+            if from_subject:
                 lo, hi = 0, 1 << 62
             else:
                 lo, hi = anchor.start - w, anchor.end + w
@@ -160,44 +183,77 @@ def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) ->
     phi = False
     phi_in_subject = False
     subject_ids = {id(f) for f in subject if f.kind == "identifier"}
+    extra_ids, extra_health = _split(subject)
+    # Collected on the way for the bulk rules and the verdict.
+    distinct: dict[str, set[str]] = {}
+    people: set[frozenset[str]] = set()
+    strong_ids: list[Finding] = []
+    sensitive: list[Finding] = []
+    every: list[Finding] = []
 
     for s in scanned:
         seg = s.segment
-        if seg.kind == "subject":
-            extra: Sequence[Finding] = ()
-        elif seg.kind == "body":
-            extra = subject
-        else:
-            extra = ()
+        found = s.findings
+        every.extend(found)
+        # One pass per segment gathers what the window, bulk and verdict rules need.
+        ids: list[Finding] = []
+        health: list[Finding] = []
+        best: dict[str, float] = {}  # identifier category -> heaviest weight
+        for f in found:
+            kind = f.kind
+            if kind == "identifier":
+                ids.append(f)
+                weight, category = f.weight, f.category
+                if weight > best.get(category, -1.0):
+                    best[category] = weight
+                if weight >= 1.0:
+                    strong_ids.append(f)
+                    if category in BULK_CATEGORIES:
+                        distinct.setdefault(category, set()).add(f.key)
+            elif kind in _HEALTH_KINDS:
+                health.append(f)
+                if kind == "sensitive" and f.weight >= t.sensitive_weight:
+                    sensitive.append(f)
+        if len(ids) >= 2:
+            person = [f for f in ids if f.category not in WEAK_IDENTIFIERS]
+            if len(person) >= 2 and _strength(best, weak=False) >= t.row_identifier - _EPSILON:
+                people.add(frozenset(f.key for f in person))
+        with_subject = seg.kind == "body" and bool(subject)
+        windows: Iterable[tuple[list[Finding], list[Finding]]]
         if seg.is_row:
-            ids, health = _split(list(s.findings) + list(extra))
-            windows: Iterable[tuple[list[Finding], list[Finding]]] = (
-                [(ids, health)] if _is_phi(ids, health, t) else []
-            )
+            if with_subject:
+                ids, health = ids + extra_ids, health + extra_health
+                row_phi = _is_phi(ids, health, t)
+            else:
+                row_phi = bool(ids) and _phi_of(_strength(best), best, health, t)
+            windows = [(ids, health)] if row_phi else []
         else:
-            windows = _Windows(s.findings, extra, t).phi_windows()
-        for ids, health in windows:
+            windows = _Windows(found, subject if with_subject else (), t).phi_windows()
+        for w_ids, w_health in windows:
             phi = True
-            for f in (*ids, *health):
+            for f in w_ids:
+                reported.setdefault(id(f), f)
+            for f in w_health:
                 reported.setdefault(id(f), f)
             if not phi_in_subject:
-                phi_in_subject = _subject_carries_phi(seg, ids, health, subject_ids, t)
+                phi_in_subject = _subject_carries_phi(seg, w_ids, w_health, subject_ids, t)
     if phi:
         reasons.append("co-occurrence")
 
-    all_findings = [f for s in scanned for f in s.findings]
-    bulk = _bulk(scanned, all_findings, t)
+    bulk = [
+        f"bulk-{category}"
+        for category, keys in sorted(distinct.items())
+        if len(keys) >= t.bulk_identifiers
+    ]
+    if len(people) >= t.bulk_rows:
+        bulk.append("bulk-rows")
     if bulk:
         phi = True
         reasons.extend(bulk)
-        for f in all_findings:
-            if f.kind == "identifier" and f.category in BULK_CATEGORIES | {"name"}:
+        for f in every:
+            if f.kind == "identifier" and f.category in _BULK_REPORTED:
                 reported.setdefault(id(f), f)
 
-    strong_ids = [f for f in all_findings if f.kind == "identifier" and f.weight >= 1.0]
-    sensitive = [
-        f for f in all_findings if f.kind == "sensitive" and f.weight >= t.sensitive_weight
-    ]
     verdict: VerdictName
     if phi and sensitive:
         verdict = "sensitive"
@@ -212,10 +268,12 @@ def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) ->
     else:
         verdict = "none"
     # Provider ids alone and stray contact details are not worth reporting.
-    kept = sorted(reported.values(), key=lambda f: (-f.weight, f.location, f.start))
+    # Heaviest first, then by place: two stable sorts instead of a tuple key per finding.
+    kept = sorted(reported.values(), key=_PLACE)
+    kept.sort(key=_WEIGHT, reverse=True)
     total = len(kept)
     kept = kept[: t.max_findings]
-    kept.sort(key=lambda f: (f.location, f.start))
+    kept.sort(key=_PLACE)
     return Classification(
         verdict=verdict,
         findings=tuple(kept),
@@ -245,27 +303,3 @@ def _subject_carries_phi(
     # own identifiers would not make the window PHI without it.
     body_ids = [f for f in ids if id(f) not in subject_ids]
     return not _is_phi(body_ids, health, t)
-
-
-def _bulk(
-    scanned: Sequence[ScannedSegment], all_findings: Sequence[Finding], t: Thresholds
-) -> list[str]:
-    """Reasons the message is bulk identifiers ("bulk-ssn", "bulk-rows"), if any."""
-    reasons = []
-    distinct: dict[str, set[str]] = {}
-    for f in all_findings:
-        if f.kind == "identifier" and f.category in BULK_CATEGORIES and f.weight >= 1.0:
-            distinct.setdefault(f.category, set()).add(f.key)
-    for category, keys in sorted(distinct.items()):
-        if len(keys) >= t.bulk_identifiers:
-            reasons.append(f"bulk-{category}")
-    people: set[frozenset[str]] = set()
-    for s in scanned:
-        ids = [
-            f for f in s.findings if f.kind == "identifier" and f.category not in WEAK_IDENTIFIERS
-        ]
-        if len(ids) >= 2 and _identifier_strength(ids) >= t.row_identifier:
-            people.add(frozenset(f.key for f in ids))
-    if len(people) >= t.bulk_rows:
-        reasons.append("bulk-rows")
-    return reasons

@@ -6,8 +6,9 @@ billion-laughs and external-entity tricks fail as parse errors). Element names
 are matched by local name, so transitional and strict OOXML read the same way.
 
 Locations: the main text is `<location>`, tables `<location>/table N/row M`,
-spreadsheets `<location>/<sheet>/row R` (R is the sheet's own row number),
-slides `<location>/slide N`, plus `/header1`, `/comments`, `/properties`...
+spreadsheets `<location>/sheet S/row R` (S numbers the sheets in workbook order,
+never by their names; R is the sheet's own row number), slides
+`<location>/slide N`, plus `/header1`, `/comments`, `/properties`...
 """
 
 from __future__ import annotations
@@ -433,11 +434,20 @@ def _column(ref: str | None) -> int | None:
     """Zero-based column index of a cell reference such as "BC12"."""
     if not ref:
         return None
+    letters = ref.rstrip("0123456789")
+    if 0 < len(letters) <= 3 and letters.isascii() and letters.isalpha():
+        # The common case, "BC12": a sheet has few distinct columns.
+        return _letters_index(letters)
     match = _COLUMN.match(ref)
     if match is None:
         return None
+    return _letters_index(match.group(1))
+
+
+@functools.lru_cache(maxsize=4096)
+def _letters_index(letters: str) -> int:
     index = 0
-    for char in match.group(1).upper():
+    for char in letters.upper():
         index = index * 26 + ord(char) - 64
     return index - 1
 
@@ -459,7 +469,9 @@ def _cell_value(cell: Element, book: _Workbook) -> str:
         if name == "v":
             raw = node.text or ""
         elif name == "is":
-            inline.extend(t.text or "" for t in node.iter() if _local(t.tag) == "t")
+            for t in node.iter():
+                if t.text and _local(t.tag) == "t":
+                    inline.append(t.text)
     if kind == "inlineStr":
         return "".join(inline)
     if raw is None:
@@ -536,11 +548,11 @@ def extract_xlsx(archive: zipfile.ZipFile, location: str, kind: SegmentKind, ctx
         date1904=False,
     )
     sheets, book.date1904 = _sheets(archive, ctx)
-    for sheet_name, path in sheets:
+    for number, (_, path) in enumerate(sheets, 1):
         data = read_named(archive, path, ctx)
         if data is not None:
-            safe_name = sheet_name.replace("/", "_")
-            _sheet_rows(data, book, f"{location}/{safe_name}", kind, ctx)
+            # By number: a sheet may be named after a patient.
+            _sheet_rows(data, book, f"{location}/sheet {number}", kind, ctx)
     for number, name in _numbered(archive, r"xl/comments(\d*)\.xml"):
         _part(archive, name, f"{location}/comments {number}", kind, ctx)
     for number, name in _numbered(archive, r"xl/threadedComments/threadedComment(\d*)\.xml"):

@@ -1,7 +1,9 @@
 """PDF text with pypdf: page text, form field values, annotations, properties, embedded files.
 
 pypdf is pure Python (a malformed file cannot corrupt memory) and has its own
-decompression limits, which are tightened here to our part budget. A password
+decompression limits, which are tightened here to our part budget. Page text
+comes from `pdftext`, which reads content streams several times faster and
+gives pypdf's text, and from pypdf itself for the pages `pdftext` leaves to it. A password
 that only restricts printing or copying still lets us read (empty user
 password); anything else is `encrypted-pdf`. A page with no text layer but
 with images is `image-only` (we do no OCR).
@@ -17,7 +19,9 @@ from typing import Any
 from pypdf import PasswordType, PdfReader, apply_configuration
 
 from policies.extract.context import Context, LimitExceeded, Nested
+from policies.extract.location import embedded
 from policies.extract.model import SegmentKind
+from policies.extract.pdftext import FontCache, Unsupported, page_text
 
 # pypdf's warnings quote bytes of the file being read, which here is patient
 # data; no log record of theirs may reach the gateway's log.
@@ -102,6 +106,14 @@ def _properties(reader: PdfReader) -> list[str]:
     return lines
 
 
+def _page_text(page: Any, fonts: FontCache) -> str:
+    """The page's text: our reading of the content stream, or pypdf's when that needs it."""
+    try:
+        return page_text(page, fonts)
+    except Unsupported:
+        return str(page.extract_text())
+
+
 def _read(
     reader: PdfReader, location: str, kind: SegmentKind, ctx: Context, nested: Nested
 ) -> None:
@@ -115,12 +127,13 @@ def _read(
             return
     accounted = False  # some page gave text or was reported unscannable
     drawn = False  # some page paints something (paths) without text or images
+    fonts = FontCache()
     for number, page in enumerate(reader.pages, 1):
         ctx.check_time()
         where = f"{location}/page {number}"
         try:
-            text = page.extract_text()
-            operators = _operators(page)
+            text = _page_text(page, fonts)
+            operators = None if text.strip() else _operators(page)
         except LimitExceeded:
             raise
         except Exception:
@@ -151,11 +164,12 @@ def _read(
     values = [f"{name}: {value}" for name, value in fields.items() if value]
     ctx.text(f"{location}/form", "\n".join(values), kind)
     ctx.text(f"{location}/properties", "\n".join(_properties(reader)), kind)
+    number = 0
     for name, contents in reader.attachments.items():
-        for index, content in enumerate(contents):
-            label = name if index == 0 else f"{name}#{index + 1}"
+        for content in contents:
+            number += 1
             ctx.charge_bytes(len(content))
-            nested(content, f"{location}/{label.replace('/', '_')}", name, "")
+            nested(content, embedded(location, number, name), name, "")
 
 
 def extract_pdf(

@@ -6,9 +6,10 @@ goes on. When a per-message budget runs out the walk stops, and the message as
 a whole is marked "limit-exceeded" so the rest counts as unscanned.
 
 Locations: `subject`, `header:to`, `body/N text/plain` (N numbers the message's
-leaf parts), `attachment:NAME`, `attachment:NAME/MEMBER`..., and for an
-attached message `attachment:fwd.eml/subject`, `attachment:fwd.eml/body/1
-text/plain`, `attachment:fwd.eml/NAME`.
+leaf parts), `attachment N (.pdf)` (the leaf part N), `attachment N (.zip)/member
+M (.csv)`..., and for an attached message `attachment 2 (.eml)/subject`,
+`attachment 2 (.eml)/body/1 text/plain`, `attachment 2 (.eml)/attachment 3
+(.pdf)`. File names never appear in them (see `location`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
 
+from policies.extract import location as place
 from policies.extract import mime
 from policies.extract.context import BudgetExhausted, Context, LimitExceeded, Nested
 from policies.extract.html import extract_html
@@ -68,8 +70,8 @@ _PREAMBLE_BOILERPLATE = "this is a multi-part message in mime format."
 class _Scope:
     """Where the entities being walked live: the message itself or an attached message."""
 
-    body_prefix: str  # "" or "attachment:fwd.eml/"
-    attachment_prefix: str  # "attachment:" or "attachment:fwd.eml/"
+    body_prefix: str  # "" or "attachment 2 (.eml)/"
+    attachment_prefix: str  # "" or "attachment 2 (.eml)/"
     body_kind: SegmentKind  # "body" at top level, "attachment" inside attachments
     depth: int
     top: bool
@@ -85,7 +87,7 @@ class Walker:
         self._taken: set[str] = set()
 
     def _unique(self, location: str) -> str:
-        """Two attachments called `scan.pdf` become `scan.pdf` and `scan.pdf#2`."""
+        """A location not given out before (numbered locations are; this makes sure)."""
         candidate, number = location, 1
         while candidate in self._taken:
             number += 1
@@ -119,7 +121,7 @@ class Walker:
             self.ctx.skip("message", "parse-error")
             self.ctx.text("body/raw", decode_bytes(raw), "body")
             return
-        scope = _Scope("", "attachment:", "body", 0, top=True)
+        scope = _Scope("", "", "body", 0, top=True)
         self._message(message, scope)
 
     def _message(self, message: Message, scope: _Scope) -> None:
@@ -170,8 +172,7 @@ class Walker:
             if facts.content_type in ("message/partial", "message/external-body"):
                 # A fragment or a reference: the content is not here to scan.
                 self._leaf += 1
-                name = mime.safe_name(facts.filename) or f"part{self._leaf}"
-                location = self._unique(f"{scope.attachment_prefix}{name}")
+                location = self._unique(self._attachment(scope, facts))
                 self.ctx.attachment(location, facts.filename, facts.content_type, 0)
                 self.ctx.skip(location, "unsupported-type")
             elif encoding in ("base64", "quoted-printable"):
@@ -199,10 +200,15 @@ class Walker:
             if isinstance(child, Message):
                 self._entity(child, scope, nesting + 1)
 
+    def _attachment(self, scope: _Scope, facts: mime.PartFacts) -> str:
+        """The location of the leaf part just counted, as an attachment."""
+        return place.attachment(
+            scope.attachment_prefix, self._leaf, facts.filename, facts.content_type
+        )
+
     def _attached_message(self, inner: Message, facts: mime.PartFacts, scope: _Scope) -> None:
         self._leaf += 1
-        name = mime.safe_name(facts.filename) or f"message{self._leaf}.eml"
-        location = self._unique(f"{scope.attachment_prefix}{name}")
+        location = self._unique(self._attachment(scope, facts))
         with self._guard(location):
             self.ctx.count_part()
             size = mime.serialized_size(inner)
@@ -215,8 +221,7 @@ class Walker:
         self, parsed: Message, facts: mime.PartFacts, scope: _Scope, encoding: str
     ) -> None:
         self._leaf += 1
-        name = mime.safe_name(facts.filename) or f"message{self._leaf}.eml"
-        location = self._unique(f"{scope.attachment_prefix}{name}")
+        location = self._unique(self._attachment(scope, facts))
         with self._guard(location):
             self.ctx.count_part()
             data = mime.decode_transfer(parsed.as_bytes(), encoding)
@@ -242,8 +247,7 @@ class Walker:
             location = f"{scope.body_prefix}body/{self._leaf} {facts.content_type}"
             kind = scope.body_kind
         else:
-            name = mime.safe_name(facts.filename) or f"part{self._leaf}"
-            location = self._unique(f"{scope.attachment_prefix}{name}")
+            location = self._unique(self._attachment(scope, facts))
             kind = "attachment"
         with self._guard(location):
             self.ctx.count_part()
@@ -311,7 +315,7 @@ class Walker:
                 facts.filename[:-3] if facts.filename.lower().endswith(".gz") else "content"
             )
             self._nested(kind, scope)(
-                gunzip(data, ctx), f"{location}/{mime.safe_name(inner_name)}", inner_name, ""
+                gunzip(data, ctx), place.member(location, 1, inner_name), inner_name, ""
             )
         elif fmt is Format.MESSAGE:
             if scope.depth + 1 > ctx.limits.max_depth:
@@ -338,10 +342,9 @@ class Walker:
         text, files = split_uuencoded(text)
         self.ctx.text(location, text, kind)
         nested = self._nested("attachment", scope)
-        for uu in files:
-            name = mime.safe_name(uu.name) or "uuencoded"
-            prefix = scope.attachment_prefix
-            nested(uu.data, f"{prefix}{name}", uu.name, "")
+        for number, uu in enumerate(files, 1):
+            where = f"{location}/uuencoded {number}{place.file_type(uu.name)}"
+            nested(uu.data, where, uu.name, "")
 
     def _zip(self, data: bytes, location: str, kind: SegmentKind, scope: _Scope) -> None:
         archive = open_zip(data)
@@ -363,8 +366,8 @@ class Walker:
             self._embedded(archive, location, kind, scope)
             return
         nested = self._nested(kind, scope)
-        for member in members(archive):
-            member_location = f"{location}/{mime.safe_path(member.name) or 'member'}"
+        for number, member in enumerate(members(archive), 1):
+            member_location = place.member(location, number, member.name)
             with self._guard(member_location):
                 content = read_member(archive, member, ctx)
                 nested(content, member_location, posixpath.basename(member.name), "")
@@ -374,10 +377,9 @@ class Walker:
     ) -> None:
         """Files embedded in an Office document (a spreadsheet pasted into a letter)."""
         nested = self._nested(kind, scope)
-        for member in members(archive):
-            if "/embeddings/" not in f"/{member.name}":
-                continue
-            member_location = f"{location}/{mime.safe_path(member.name) or 'member'}"
+        embedded = (m for m in members(archive) if "/embeddings/" in f"/{m.name}")
+        for number, member in enumerate(embedded, 1):
+            member_location = place.embedded(location, number, member.name)
             with self._guard(member_location):
                 content = read_member(archive, member, self.ctx)
                 nested(content, member_location, posixpath.basename(member.name), "")

@@ -195,23 +195,33 @@ def test_sensitive_mail_gets_message_level_protection(outcomes: list[Outcome]) -
 
 
 def test_no_matched_text_in_decisions(outcomes: list[Outcome]) -> None:
-    """Decisions carry masked values: no SSN of a corpus message appears in its decision.
-
-    Locations are left out: they name attachments by file name, as the sender chose it.
-    """
+    """Decisions carry masked values: no SSN of a corpus message appears in its decision,
+    locations included (they name attachments by position and type, not file name)."""
     for o in outcomes:
         raw = (CORPUS / o.name).read_text(encoding="utf-8", errors="replace")
         decision = json.loads(o.decision)
         for f in decision["findings"]:
-            f.pop("location")
             if f["category"] == "ssn":
                 assert f["masked"].startswith("***-**-"), o.name
         dumped = json.dumps(decision)
         leaked = [s for s in _SSN_SHAPE.findall(raw) if s in dumped]
         assert not leaked, f"{o.name}: an identifier appears unmasked in the decision"
+        for filename in _attachment_names(CORPUS / o.name):
+            stem = filename.rsplit(".", 1)[0]
+            assert stem.lower() not in dumped.lower(), f"{o.name}: {filename!r} in a location"
+            for part in _NAME_PARTS.findall(stem):
+                assert part not in dumped, f"{o.name}: part of {filename!r} in a location"
 
 
 _SSN_SHAPE = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
+# The parts of a file name that may name someone: numbers, capitalised words.
+_NAME_PARTS = re.compile(r"\d{3,}|[A-Z][a-z]{2,}")
+
+
+def _attachment_names(path: Path) -> list[str]:
+    """The file names the sender gave the message's attachments (some name the patient)."""
+    msg = message_from_bytes(path.read_bytes(), policy=default)
+    return [name for part in msg.walk() if (name := part.get_filename())]
 
 
 @pytest.mark.slow

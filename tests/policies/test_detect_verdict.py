@@ -72,7 +72,7 @@ def test_row_is_one_window() -> None:
     row = seg(
         "Name: John Smith | DOB: 1960-01-02 | Notes: " + "x " * 400 + "| Dx: E11.9",
         "attachment",
-        "attachment:p.csv/row 2",
+        "attachment 2 (.csv)/row 2",
         is_row=True,
     )
     assert verdict(row).verdict == "phi"
@@ -109,7 +109,7 @@ def test_bulk_rows_of_people() -> None:
         seg(
             f"Name: {first} Smith | DOB: 19{60 + i}-01-02",
             "attachment",
-            f"attachment:list.csv/row {i + 2}",
+            f"attachment 2 (.csv)/row {i + 2}",
             is_row=True,
         )
         for i, first in enumerate(["John", "Mary", "Robert", "Linda", "James", "Susan"])

@@ -103,7 +103,42 @@ def test_pdf_attachment(rules: Ruleset) -> None:
         make_message("Results attached.", attachments=[("labs.pdf", pdf, "application/pdf")]), rules
     )
     assert d.verdict == "phi"
-    assert any(f.location.startswith("attachment:labs.pdf") for f in d.findings)
+    assert any(f.location.startswith("attachment 2 (.pdf)") for f in d.findings)
+
+
+def test_attachment_names_never_reach_the_decision(rules: Ruleset) -> None:
+    """File, member and sheet names are often about the patient: locations leave them out."""
+    pdf = make_pdf(["Lab report", NOTE + "\nHbA1c 9.1 %"])
+    sheet = make_xlsx(
+        {"Harold Finch 1960-07-04": [["Patient Name", "DOB"], ["Jane Roe", "1980-01-02"]]}
+    )
+    archive = make_zip(
+        {"Walter_Bishop_SSN_521-44-9012/Olivia_Dunham.csv": "Name,DOB\nJo Ann,1/2/1990\n"}
+    )
+    locked = mark_encrypted(make_zip({"x.csv": "x"}))
+    attachments = [
+        ("John_Smith_MRN44812.pdf", pdf, "application/pdf"),
+        ("PO_333-02-9162.pdf", pdf, "application/pdf"),
+        ("Harold Finch.xlsx", sheet, "application/octet-stream"),
+        ("bishop.zip", archive, "application/zip"),
+        ("Peter_Bishop_DOB_1978-09-26.zip", locked, "application/zip"),
+        ("Mary Major.smith", b"Patient: Mary Major", "application/octet-stream"),
+    ]
+    d = run(make_message("Records attached.", attachments=attachments), rules)
+    assert d.verdict == "phi"
+    assert {f.location.split("/")[0] for f in d.findings} >= {
+        "attachment 2 (.pdf)",
+        "attachment 3 (.pdf)",
+        "attachment 6 (.zip)",  # encrypted: unscannable
+    }
+    assert any(f.location.startswith("attachment 4 (.xlsx)/sheet 1/row ") for f in d.findings)
+    dumped = json.dumps(d.to_json()).lower()
+    for part in (
+        "john_smith", "smith_mrn", "44812", "333-02", "9162", "finch", "harold", "1960-07",
+        "walter", "bishop", "521-44", "9012", "olivia", "dunham", "peter", "1978", "mary major",
+        ".smith",
+    ):  # fmt: skip
+        assert part not in dumped, part
 
 
 def test_spreadsheet_of_patients(rules: Ruleset) -> None:

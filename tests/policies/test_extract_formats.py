@@ -120,35 +120,35 @@ def test_pdf_pages_fields_and_properties() -> None:
     )
     result = extract(_attach("labs.pdf", pdf, "application/pdf"))
     found = texts(result)
-    assert found["attachment:labs.pdf/page 1"] == "Patient: Jane Roe\nDOB 01/02/1980"
-    assert found["attachment:labs.pdf/page 2"] == "Page two MRN 448812"
-    assert found["attachment:labs.pdf/form"] == "PatientName: John Smith"
-    assert found["attachment:labs.pdf/properties"] == "Title: Lab report"
-    assert "attachment:labs.pdf/page 3" not in found  # blank page: nothing to scan, nothing hidden
+    assert found["attachment 2 (.pdf)/page 1"] == "Patient: Jane Roe\nDOB 01/02/1980"
+    assert found["attachment 2 (.pdf)/page 2"] == "Page two MRN 448812"
+    assert found["attachment 2 (.pdf)/form"] == "PatientName: John Smith"
+    assert found["attachment 2 (.pdf)/properties"] == "Title: Lab report"
+    assert "attachment 2 (.pdf)/page 3" not in found  # blank page: nothing to scan, nothing hidden
     assert result.unscannable == ()
 
 
 def test_pdf_scanned_page_is_image_only() -> None:
     pdf = make_pdf(["typed cover page", None], image_pages=[1])
     assert reasons(extract(_attach("scan.pdf", pdf))) == {
-        "attachment:scan.pdf/page 2": "image-only"
+        "attachment 2 (.pdf)/page 2": "image-only"
     }
 
 
 def test_encrypted_pdf() -> None:
     pdf = make_pdf(["secret SSN 123-45-6789"])
     locked = extract(_attach("locked.pdf", encrypt_pdf(pdf, "pw", "owner")))
-    assert reasons(locked) == {"attachment:locked.pdf": "encrypted-pdf"}
+    assert reasons(locked) == {"attachment 2 (.pdf)": "encrypted-pdf"}
     assert "123-45-6789" not in all_text(locked)
     # Only an owner password (printing/copying restrictions): readable, so read.
     restricted = extract(_attach("restricted.pdf", encrypt_pdf(pdf, "", "owner")))
-    assert texts(restricted)["attachment:restricted.pdf/page 1"] == "secret SSN 123-45-6789"
+    assert texts(restricted)["attachment 2 (.pdf)/page 1"] == "secret SSN 123-45-6789"
 
 
 def test_pdf_embedded_file_is_extracted() -> None:
     pdf = pdf_with_attachment(make_pdf(["cover"]), "list.csv", b"Name,MRN\nJane Roe,448812\n")
     result = extract(_attach("bundle.pdf", pdf))
-    assert rows(result, "attachment:bundle.pdf/list.csv") == [
+    assert rows(result, "attachment 2 (.pdf)/embedded 1 (.csv)") == [
         "Name | MRN",
         "Name: Jane Roe | MRN: 448812",
     ]
@@ -156,7 +156,7 @@ def test_pdf_embedded_file_is_extracted() -> None:
 
 def test_broken_pdf_is_parse_error() -> None:
     result = extract(_attach("broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog garbage"))
-    assert reasons(result) == {"attachment:broken.pdf": "parse-error"}
+    assert reasons(result) == {"attachment 2 (.pdf)": "parse-error"}
 
 
 # --- Office ------------------------------------------------------------------------
@@ -173,16 +173,16 @@ def test_docx_body_tables_headers_comments_and_deleted_text() -> None:
     )
     result = extract(_attach("summary.docx", docx))
     found = texts(result)
-    assert found["attachment:summary.docx"] == (
+    assert found["attachment 2 (.docx)"] == (
         "Discharge summary\nPatient: Jane Roe\nold SSN 123-45-6789"
     )
-    assert rows(result, "attachment:summary.docx/table 1/") == [
+    assert rows(result, "attachment 2 (.docx)/table 1/") == [
         "Name | MRN",
         "Name: John Smith | MRN: 551203",
     ]
-    assert found["attachment:summary.docx/header1"] == "St. Elsewhere clinic"
-    assert found["attachment:summary.docx/comments"] == "check DOB with patient"
-    assert found["attachment:summary.docx/properties"] == "Title: Summary for J. Roe"
+    assert found["attachment 2 (.docx)/header1"] == "St. Elsewhere clinic"
+    assert found["attachment 2 (.docx)/comments"] == "check DOB with patient"
+    assert found["attachment 2 (.docx)/properties"] == "Title: Summary for J. Roe"
 
 
 def test_docx_billion_laughs_is_a_parse_error_and_cheap() -> None:
@@ -196,7 +196,7 @@ def test_docx_billion_laughs_is_a_parse_error_and_cheap() -> None:
         "<w:body><w:p><w:r><w:t>&lol9;</w:t></w:r></w:p></w:body></w:document>"
     )
     result = extract(_attach("lol.docx", make_docx([], document_xml=laughs)))
-    assert reasons(result) == {"attachment:lol.docx": "parse-error"}
+    assert reasons(result) == {"attachment 2 (.docx)": "parse-error"}
 
 
 def test_docx_in_utf16_goes_through_the_defused_parser() -> None:
@@ -211,7 +211,7 @@ def test_docx_in_utf16_goes_through_the_defused_parser() -> None:
             "[Content_Types].xml": "<Types/>",
         }
     )
-    assert texts(extract(_attach("u.docx", docx)))["attachment:u.docx"] == "utf16 text"
+    assert texts(extract(_attach("u.docx", docx)))["attachment 2 (.docx)"] == "utf16 text"
 
 
 def test_xlsx_every_sheet_row_by_row_with_dates() -> None:
@@ -230,14 +230,14 @@ def test_xlsx_every_sheet_row_by_row_with_dates() -> None:
     )
     result = extract(_attach("pts.xlsx", xlsx))
     found = texts(result)
-    assert found["attachment:pts.xlsx/Patients/row 2"] == (
+    assert found["attachment 2 (.xlsx)/sheet 1/row 2"] == (
         "Name: Jane Roe | DOB: 1980-01-02 | MRN: 448812"
     )
-    assert found["attachment:pts.xlsx/Patients/row 3"] == (
+    assert found["attachment 2 (.xlsx)/sheet 1/row 3"] == (
         "Name: John Smith | DOB: 1975-05-06 13:30:00 | MRN: 15000000000"
     )
-    assert found["attachment:pts.xlsx/Patients/row 5"] == "MRN: orphan"
-    assert found["attachment:pts.xlsx/Hidden/row 1"] == "SSN | 123-45-6789"
+    assert found["attachment 2 (.xlsx)/sheet 1/row 5"] == "MRN: orphan"
+    assert found["attachment 2 (.xlsx)/sheet 2/row 1"] == "SSN | 123-45-6789"
     assert all(s.is_row for s in result.segments if "/row " in s.location)
 
 
@@ -260,7 +260,7 @@ def test_xlsx_shared_strings_written_by_hand() -> None:
         }
     )
     found = texts(extract(_attach("q.xlsx", xlsx)))
-    assert found["attachment:q.xlsx/Q1/row 7"] == "Patient | Jane Roe | TRUE | 123456780"
+    assert found["attachment 2 (.xlsx)/sheet 1/row 7"] == "Patient | Jane Roe | TRUE | 123456780"
 
 
 def test_xlsx_text_boxes_and_comments() -> None:
@@ -281,16 +281,16 @@ def test_xlsx_text_boxes_and_comments() -> None:
         }
     )
     found = texts(extract(_attach("n.xlsx", xlsx)))
-    assert found["attachment:n.xlsx/drawing 1"] == "Note: MRN 448812"
-    assert found["attachment:n.xlsx/comments 1"] == "call Jane Roe"
+    assert found["attachment 2 (.xlsx)/drawing 1"] == "Note: MRN 448812"
+    assert found["attachment 2 (.xlsx)/comments 1"] == "call Jane Roe"
 
 
 def test_pptx_slides_and_notes() -> None:
     pptx = make_pptx(["Case review: Jane Roe", "Outcomes"], notes=["MRN 448812"])
     found = texts(extract(_attach("case.pptx", pptx)))
-    assert found["attachment:case.pptx/slide 1"] == "Case review: Jane Roe"
-    assert found["attachment:case.pptx/slide 2"] == "Outcomes"
-    assert found["attachment:case.pptx/notes 1"] == "MRN 448812"
+    assert found["attachment 2 (.pptx)/slide 1"] == "Case review: Jane Roe"
+    assert found["attachment 2 (.pptx)/slide 2"] == "Outcomes"
+    assert found["attachment 2 (.pptx)/notes 1"] == "MRN 448812"
 
 
 def test_odt_mixed_content_and_tables() -> None:
@@ -304,8 +304,8 @@ def test_odt_mixed_content_and_tables() -> None:
         "</table:table>"
     )
     result = extract(_attach("letter.odt", odt))
-    assert texts(result)["attachment:letter.odt"] == "Patient Jane Roe\nMRN 448812"
-    assert rows(result, "attachment:letter.odt/table 1/") == [
+    assert texts(result)["attachment 2 (.odt)"] == "Patient Jane Roe\nMRN 448812"
+    assert rows(result, "attachment 2 (.odt)/table 1/") == [
         "Name | SSN",
         "Name: John | SSN: 123-45-6789",
     ]
@@ -313,7 +313,7 @@ def test_odt_mixed_content_and_tables() -> None:
 
 def test_encrypted_odt() -> None:
     result = extract(_attach("secret.odt", make_odt("<text:p>x</text:p>", encrypted=True)))
-    assert reasons(result) == {"attachment:secret.odt": "encrypted-archive"}
+    assert reasons(result) == {"attachment 2 (.odt)": "encrypted-archive"}
 
 
 def test_password_protected_ooxml_is_encrypted() -> None:
@@ -329,8 +329,8 @@ def test_password_protected_ooxml_is_encrypted() -> None:
         )
     )
     assert reasons(result) == {
-        "attachment:p.xlsx": "encrypted-archive",
-        "attachment:old.doc": "unsupported-type",
+        "attachment 2 (.xlsx)": "encrypted-archive",
+        "attachment 3 (.doc)": "unsupported-type",
     }
 
 
@@ -350,8 +350,8 @@ def test_csv_sniffs_delimiter_and_encoding() -> None:
         )
     )
     found = texts(result)
-    assert found["attachment:a.csv/row 2"] == "Name: José Ñúñez | DOB: 01/02/1980 | Note: a;b"
-    assert found["attachment:b.tsv/row 2"] == "Name: Jane Roe | MRN: 448812"
+    assert found["attachment 2 (.csv)/row 2"] == "Name: José Ñúñez | DOB: 01/02/1980 | Note: a;b"
+    assert found["attachment 3 (.tsv)/row 2"] == "Name: Jane Roe | MRN: 448812"
 
 
 def test_csv_without_header_row_and_with_huge_field() -> None:
@@ -360,7 +360,7 @@ def test_csv_without_header_row_and_with_huge_field() -> None:
     result = extract(
         make_message("x", attachments=[("n.csv", plain, "text/csv"), ("h.csv", huge, "text/csv")])
     )
-    assert rows(result, "attachment:n.csv/") == [
+    assert rows(result, "attachment 2 (.csv)/") == [
         "448812 | Jane Roe | 1980-01-02",
         "551203 | John Smith | 1975-05-06",
     ]
@@ -376,7 +376,7 @@ def test_rtf() -> None:
         rb"Unicode \u8364? sign and \u-10179?\u-8704?\par{\*\bogusdest hidden}"
         rb"{\pict\pngblip 89504e47}\trowd\cellx1000 A1\cell B1\cell\row}"
     )
-    text = texts(extract(_attach("ref.rtf", rtf)))["attachment:ref.rtf"]
+    text = texts(extract(_attach("ref.rtf", rtf)))["attachment 2 (.rtf)"]
     assert "Referral\n" in text
     assert "Patient: Renée Dupont\nDOB 01/02/1980 MRN 448812" in text
     assert "Unicode € sign and \U0001f600" in text
@@ -392,7 +392,7 @@ def test_calendar_invite() -> None:
         b"DTSTART:20240102T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
     )
     found = texts(extract(_attach("invite.ics", ics, "text/calendar")))
-    assert found["attachment:invite.ics/event 1"] == (
+    assert found["attachment 2 (.ics)/event 1"] == (
         "Summary: Follow-up Jane Roe\nDescription: Bring MRN 448812, insurance card\nand labs\n"
         "Location: Room 4\nAttendee: Roe, Jane jane@example.org"
     )
@@ -412,11 +412,12 @@ def test_zip_members_nested_archives_and_gzip() -> None:
     )
     result = extract(_attach("bundle.zip", archive, "application/zip"))
     found = texts(result)
-    assert found["attachment:bundle.zip/list.csv/row 2"] == "Name: Jane Roe | SSN: 123-45-6789"
-    assert found["attachment:bundle.zip/inner.zip/deep/notes.txt"] == "deep MRN 448812"
-    assert found["attachment:bundle.zip/log.txt.gz/log.txt"] == "gz text DOB 01/02/1980"
-    names = [a.location for a in result.attachments]
-    assert "attachment:bundle.zip/inner.zip/deep/notes.txt" in names
+    # Members by their place in the archive, never by their names.
+    assert found["attachment 2 (.zip)/member 1 (.csv)/row 2"] == "Name: Jane Roe | SSN: 123-45-6789"
+    assert found["attachment 2 (.zip)/member 2 (.zip)/member 1 (.txt)"] == "deep MRN 448812"
+    assert found["attachment 2 (.zip)/member 3 (.gz)/member 1 (.txt)"] == "gz text DOB 01/02/1980"
+    info = {a.location: a.filename for a in result.attachments}
+    assert info["attachment 2 (.zip)/member 2 (.zip)/member 1 (.txt)"] == "notes.txt"
     assert result.unscannable == ()
 
 
@@ -426,7 +427,7 @@ def test_pdf_with_a_broken_page_is_not_silently_empty(caplog: pytest.LogCaptureF
     broken = pdf.replace(b"/Resources << /Font", b"/Resources < /Font", 1)
     with caplog.at_level(logging.DEBUG):
         result = extract(_attach("broken.pdf", broken))
-    assert reasons(result).get("attachment:broken.pdf/page 1") == "parse-error"
+    assert reasons(result).get("attachment 2 (.pdf)/page 1") == "parse-error"
     # pypdf's own warnings quote the file; none may reach the log.
     assert not [r for r in caplog.records if r.name.startswith("pypdf")]
     assert "448812" not in caplog.text
@@ -445,9 +446,9 @@ def test_file_embedded_in_a_word_document_is_extracted() -> None:
     )
     result = extract(_attach("letter.docx", docx))
     found = texts(result)
-    assert found["attachment:letter.docx"] == "see table"
-    embedded = "attachment:letter.docx/word/embeddings/Microsoft_Excel_Worksheet.xlsx"
-    assert found[f"{embedded}/Pts/row 2"] == "Name: Jane Roe | MRN: 448812"
+    assert found["attachment 2 (.docx)"] == "see table"
+    embedded = "attachment 2 (.docx)/embedded 1 (.xlsx)"
+    assert found[f"{embedded}/sheet 1/row 2"] == "Name: Jane Roe | MRN: 448812"
     # Pictures in documents are decoration far more often than scans: not reported.
     assert result.unscannable == ()
 
@@ -459,12 +460,12 @@ def test_pdf_without_any_readable_page_is_flagged() -> None:
         b"/Pages 7 0 R >>", b"/Pages 7 0 R!>>", 1
     )
     assert reasons(extract(_attach("tree.pdf", broken_tree))) == {
-        "attachment:tree.pdf": "parse-error"
+        "attachment 2 (.pdf)": "parse-error"
     }
     # Text drawn as outlines: pages paint paths only, nothing to read without OCR.
     outlines = make_pdf([None]).replace(
         b"<< /Length 0 >>\nstream\n\n", b"<< /Length 24 >>\nstream\n0 0 m 10 10 l S 1 1 m f\n", 1
     )
     assert reasons(extract(_attach("outlines.pdf", outlines))) == {
-        "attachment:outlines.pdf": "image-only"
+        "attachment 2 (.pdf)": "image-only"
     }

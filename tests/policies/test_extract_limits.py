@@ -23,7 +23,7 @@ def test_zip_bomb_is_limit_exceeded_without_inflating_it() -> None:
     # 1 GiB of zeros in about 1 MiB; the declared ratio alone condemns it, so
     # extraction never allocates the gigabyte (this would take seconds and memory).
     result = extract(_attach(("bomb.zip", zero_bomb(1 << 30))))
-    assert reasons(result) == {"attachment:bomb.zip/zeros.txt": "limit-exceeded"}
+    assert reasons(result) == {"attachment 2 (.zip)/member 1 (.txt)": "limit-exceeded"}
     assert texts(result)["body/1 text/plain"] == "body text"
 
 
@@ -35,12 +35,12 @@ def test_zip_member_with_a_lying_small_size_is_capped_by_the_header() -> None:
         bomb[at + offset : at + offset + 4] = (1000).to_bytes(4, "little")
     result = extract(_attach(("liar.zip", bytes(bomb))))
     # zipfile stops at the declared size, then the CRC check fails: a parse error.
-    assert reasons(result) == {"attachment:liar.zip/zeros.txt": "parse-error"}
+    assert reasons(result) == {"attachment 2 (.zip)/member 1 (.txt)": "parse-error"}
 
 
 def test_gzip_bomb_stops_early() -> None:
     result = extract(_attach(("data.gz", gzip_bomb(1 << 30))))
-    assert reasons(result) == {"attachment:data.gz": "limit-exceeded"}
+    assert reasons(result) == {"attachment 2 (.gz)": "limit-exceeded"}
 
 
 def test_nested_zip_depth_is_limited() -> None:
@@ -55,19 +55,19 @@ def test_nested_zip_depth_is_limited() -> None:
 def test_encrypted_zip_members() -> None:
     archive = mark_encrypted(make_zip({"secret.csv": "Name,SSN\nJane,123-45-6789\n"}))
     result = extract(_attach(("secret.zip", archive)))
-    assert reasons(result) == {"attachment:secret.zip/secret.csv": "encrypted-archive"}
+    assert reasons(result) == {"attachment 2 (.zip)/member 1 (.csv)": "encrypted-archive"}
     assert "123-45-6789" not in all_text(result)
 
 
 def test_corrupt_zip_is_parse_error() -> None:
     archive = make_zip({"a.txt": "hello"})
     result = extract(_attach(("broken.zip", archive[: len(archive) // 2])))
-    assert reasons(result) == {"attachment:broken.zip": "parse-error"}
+    assert reasons(result) == {"attachment 2 (.zip)": "parse-error"}
 
 
 def test_part_too_large() -> None:
     result = extract(_attach(("big.txt", b"MRN 448812\n" * 20_000)), Limits(max_part_bytes=100_000))
-    assert reasons(result) == {"attachment:big.txt": "limit-exceeded"}
+    assert reasons(result) == {"attachment 2 (.txt)": "limit-exceeded"}
     assert texts(result)["body/1 text/plain"] == "body text"
 
 
@@ -76,15 +76,15 @@ def test_total_bytes_budget_stops_the_walk() -> None:
     result = extract(_attach(*files), Limits(max_total_bytes=150_000))
     found = reasons(result)
     assert found["message"] == "limit-exceeded"
-    assert "attachment:f2.txt" in found
-    assert "attachment:f3.txt" not in texts(result)
+    assert "attachment 4 (.txt)" in found  # f2.txt, the message's fourth part
+    assert "attachment 5 (.txt)" not in texts(result)
 
 
 def test_too_many_parts() -> None:
     archive = make_zip({f"m{i}.txt": f"member {i}" for i in range(50)})
     result = extract(_attach(("many.zip", archive)), Limits(max_parts=10))
     assert reasons(result)["message"] == "limit-exceeded"
-    assert sum(1 for s in result.segments if s.location.startswith("attachment:many.zip/")) < 10
+    assert sum(1 for s in result.segments if s.location.startswith("attachment 2 (.zip)/")) < 10
 
 
 def test_text_budget_truncates_and_marks() -> None:

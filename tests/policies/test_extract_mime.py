@@ -138,20 +138,20 @@ def test_attached_message_is_walked_recursively(encoded: bool) -> None:
         outer.add_attachment(parsed, filename="fwd.eml")
     result = extract(outer.as_bytes())
     found = {s.location: (s.kind, s.text) for s in result.segments}
-    assert found["attachment:fwd.eml/subject"] == ("attachment", "Fwd: labs")
-    assert found["attachment:fwd.eml/body/1 text/plain"] == (
+    assert found["attachment 2 (.eml)/subject"] == ("attachment", "Fwd: labs")
+    assert found["attachment 2 (.eml)/body/1 text/plain"] == (
         "attachment",
         "inner body SSN 123-45-6789",
     )
-    assert found["attachment:fwd.eml/header:to"] == ("attachment", "bob@partner.example")
-    assert [a.location for a in result.attachments] == ["attachment:fwd.eml"]
+    assert found["attachment 2 (.eml)/header:to"] == ("attachment", "bob@partner.example")
+    assert [a.location for a in result.attachments] == ["attachment 2 (.eml)"]
 
 
 def test_eml_attachment_as_octet_stream_is_parsed() -> None:
     inner = make_message("hidden forwarded text", subject="inner")
     raw = make_message("x", attachments=[("old.eml", inner, "application/octet-stream")])
     found = texts(extract(raw))
-    assert found["attachment:old.eml/subject"] == "inner"
+    assert found["attachment 2 (.eml)/subject"] == "inner"
     assert "hidden forwarded text" in all_text(extract(raw))
 
 
@@ -214,7 +214,10 @@ def test_uuencoded_file_in_body_is_extracted() -> None:
     result = extract(_single_part(body, "text/plain"))
     found = texts(result)
     assert found["body/1 text/plain"] == "see below\n\nbye"
-    assert found["attachment:list.csv/row 2"] == "Patient: Jane Roe | SSN: 123-45-6789"
+    assert (
+        found["body/1 text/plain/uuencoded 1 (.csv)/row 2"]
+        == "Patient: Jane Roe | SSN: 123-45-6789"
+    )
 
 
 def test_tnef_smime_and_signatures() -> None:
@@ -248,9 +251,9 @@ def test_tnef_smime_and_signatures() -> None:
     )
     found = reasons(extract(message.as_bytes()))
     assert found == {
-        "attachment:winmail.dat": "unsupported-type",
-        "attachment:smime.p7m": "encrypted-archive",
-        "attachment:msg.asc": "encrypted-archive",
+        "attachment 2 (.dat)": "unsupported-type",
+        "attachment 4 (.p7m)": "encrypted-archive",
+        "attachment 5 (.asc)": "encrypted-archive",
     }
 
 
@@ -275,13 +278,13 @@ def test_images_unknown_binaries_and_text_like_files() -> None:
     )
     result = extract(raw)
     assert reasons(result) == {
-        "attachment:scan.png": "image-only",
-        "attachment:blob.bin": "unsupported-type",
-        "attachment:fake.txt": "image-only",
+        "attachment 2 (.png)": "image-only",
+        "attachment 3 (.bin)": "unsupported-type",
+        "attachment 6 (.txt)": "image-only",
     }
     found = texts(result)
-    assert found["attachment:notes.dat"] == "Patient John Smith, MRN 448812"
-    assert found["attachment:record.json"] == '{"patient": "Jane Roe", "dob": "1980-02-01"}'
+    assert found["attachment 4 (.dat)"] == "Patient John Smith, MRN 448812"
+    assert found["attachment 5 (.json)"] == '{"patient": "Jane Roe", "dob": "1980-02-01"}'
     sizes = {a.filename: a.size for a in result.attachments}
     assert sizes["scan.png"] == len(png)
 
@@ -297,7 +300,7 @@ def test_headers_only_message_without_mime() -> None:
     assert texts(result) == {"subject": "hello", "body/1 text/plain": "plain old body"}
 
 
-def test_attachments_with_the_same_name_get_distinct_locations() -> None:
+def test_attachments_are_located_by_position_and_type_not_name() -> None:
     raw = make_message(
         "x",
         attachments=[
@@ -306,9 +309,9 @@ def test_attachments_with_the_same_name_get_distinct_locations() -> None:
         ],
     )
     result = extract(raw)
-    assert texts(result)["attachment:scan.txt"] == "first MRN 1"
-    assert texts(result)["attachment:scan.txt#2"] == "second MRN 2"
-    assert [a.location for a in result.attachments] == [
-        "attachment:scan.txt",
-        "attachment:scan.txt#2",
+    assert texts(result)["attachment 2 (.txt)"] == "first MRN 1"
+    assert texts(result)["attachment 3 (.txt)"] == "second MRN 2"
+    assert [(a.location, a.filename) for a in result.attachments] == [
+        ("attachment 2 (.txt)", "scan.txt"),
+        ("attachment 3 (.txt)", "scan.txt"),
     ]

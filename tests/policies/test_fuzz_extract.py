@@ -222,8 +222,8 @@ def test_broken_pdfs(pdf: bytes) -> None:
     result = extract(make_message("x", attachments=[("f.pdf", pdf, "application/pdf")]), LIMITS)
     check(result)
     # Either some text came out or the file is listed as unscannable: never silence.
-    scanned = any(s.location.startswith("attachment:f.pdf") for s in result.segments)
-    flagged = any(u.location.startswith("attachment:f.pdf") for u in result.unscannable)
+    scanned = any(s.location.startswith("attachment 2 (.pdf)") for s in result.segments)
+    flagged = any(u.location.startswith("attachment 2 (.pdf)") for u in result.unscannable)
     assert scanned or flagged or not pdf.strip()
 
 
