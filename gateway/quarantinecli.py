@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from gateway.config import Config
+from gateway.idargs import UserError as _UserError
+from gateway.idargs import parse_id, select_ids
 from gateway.quarantine import (
     Held,
     NotQuarantined,
@@ -36,15 +38,10 @@ from gateway.spool import (
     SpoolError,
     acquire_daemon_lock,
     daemon_running,
-    valid_id,
 )
 
 _PROG = "sealgate quarantine"
 _RULES_WIDTH = 40
-
-
-class _UserError(Exception):
-    """A problem to report in one line on stderr (exit 1), never as a traceback."""
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -172,10 +169,7 @@ def _write_json(obj: Any, out: TextIO) -> None:
 
 
 def _parse_id(text: str) -> str:
-    msg_id = text.strip().upper()
-    if not valid_id(msg_id):
-        raise _UserError(f"{text!r} is not a quarantine id")
-    return msg_id
+    return parse_id(text, "quarantine")
 
 
 def _require(store: QuarantineStore, text: str) -> Held:
@@ -285,18 +279,7 @@ def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
 
 def _targets(store: QuarantineStore, args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """The ids to act on and the ids given that are not quarantined."""
-    if args.all and args.ids:
-        raise _UserError("give quarantine ids or --all, not both")
-    if args.all:
-        return store.ids(), []
-    if not args.ids:
-        raise _UserError("give one or more quarantine ids, or --all")
-    found: list[str] = []
-    missing: list[str] = []
-    for text in dict.fromkeys(args.ids):
-        msg_id = _parse_id(text)
-        (found if (store.dir / msg_id).exists() else missing).append(msg_id)
-    return found, missing
+    return select_ids(args, store.ids, store.dir, "quarantine")
 
 
 def cmd_release(cfg: Config, args: argparse.Namespace) -> int:

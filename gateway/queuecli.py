@@ -18,6 +18,8 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from gateway.config import Config
+from gateway.idargs import UserError as _UserError
+from gateway.idargs import parse_id, select_ids
 from gateway.message import QueuedMessage, RecipientStatus
 from gateway.sealing import KeyFileError, MasterKey, default_key_path
 from gateway.spool import (
@@ -28,16 +30,11 @@ from gateway.spool import (
     SpoolError,
     acquire_daemon_lock,
     daemon_running,
-    valid_id,
 )
 
 _PROG = "sealgate queue"
 _REPLY_WIDTH = 60
 _SLICE = 128
-
-
-class _UserError(Exception):
-    """A problem to report in one line on stderr (exit 1), never as a traceback."""
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -259,10 +256,7 @@ def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _parse_id(text: str) -> str:
-    msg_id = text.strip().upper()
-    if not valid_id(msg_id):
-        raise _UserError(f"{text!r} is not a queue id")
-    return msg_id
+    return parse_id(text, "queue")
 
 
 def _require(spool: Spool, text: str) -> QueuedMessage:
@@ -349,18 +343,7 @@ async def _read_body(spool: Spool, msg_id: str) -> bytes:
 
 def _targets(spool: Spool, args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """The ids to act on and the ids given that are not queued."""
-    if args.all and args.ids:
-        raise _UserError("give queue ids or --all, not both")
-    if args.all:
-        return spool.ids(), []
-    if not args.ids:
-        raise _UserError("give one or more queue ids, or --all")
-    found: list[str] = []
-    missing: list[str] = []
-    for text in dict.fromkeys(args.ids):
-        msg_id = _parse_id(text)
-        (found if (spool.qdir / msg_id).exists() else missing).append(msg_id)
-    return found, missing
+    return select_ids(args, spool.ids, spool.qdir, "queue")
 
 
 def cmd_retry(cfg: Config, args: argparse.Namespace) -> int:
