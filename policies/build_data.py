@@ -77,7 +77,7 @@ def build_icd10cm() -> None:
 
 
 def _english_words() -> frozenset[str]:
-    from english_words import get_english_words_set  # type: ignore[import-untyped]
+    from english_words import get_english_words_set
 
     # Only words written in lower case: proper nouns (Aaron, Angelica) are no
     # evidence that a token is an everyday word.
@@ -345,7 +345,7 @@ def build_sites() -> None:
 def _import_icd() -> Any:
     if importlib.util.find_spec("simple_icd_10_cm") is None:
         raise SystemExit("build_data: pip install simple-icd-10-cm first")
-    import simple_icd_10_cm  # type: ignore[import-untyped]
+    import simple_icd_10_cm
 
     return simple_icd_10_cm
 
