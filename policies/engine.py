@@ -156,27 +156,22 @@ def _scan_together(
     # Findings come in text order, so the row of each is found by walking forward.
     k, last = 0, len(rows) - 1
     next_start = starts[1]
+    new = tuple.__new__  # Finding's own constructor, minus its Python-level argument handling
+    location, offset, size = rows[0].location, 0, len(rows[0].text)
     for f in scan_segment(joined, dets):
         rule, version, category, kind, _, masked, score, start, end, weight, key = f
         if start >= next_start:
             k = bisect_right(starts, start) - 1
             next_start = starts[k + 1] if k < last else len(joined.text) + 1
-        row, offset = rows[k], starts[k]
+            location, offset, size = rows[k].location, starts[k], len(rows[k].text)
+        end -= offset
         per_row[k].append(
-            Finding(
-                rule,
-                version,
-                category,
-                kind,
-                row.location,
-                masked,
-                score,
-                start - offset,
-                min(end - offset, len(row.text)),
-                weight,
-                key,
+            new(
+                Finding,
+                (rule, version, category, kind, location, masked, score, start - offset,
+                 end if end < size else size, weight, key),
             )
-        )
+        )  # fmt: skip
     return [ScannedSegment(row, found) for row, found in zip(rows, per_row, strict=True)]
 
 

@@ -11,7 +11,6 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal, NamedTuple, Protocol
 
 Kind = Literal["identifier", "health", "sensitive", "provider", "unscannable"]
@@ -98,11 +97,10 @@ def lower_same_length(text: str) -> str:
     return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
 
 
-@lru_cache(maxsize=8192)
 def value_key(rule_family: str, normalised: str) -> str:
     """Opaque key for a normalised value (for distinct counts and allow-lists).
 
-    Cached: terms, codes and labels recur across the rows of a table.
+    Not cached: a cache would keep identifiers of past messages in memory.
     """
     h = hashlib.blake2b(f"{rule_family}\0{normalised}".encode(), digest_size=12)
     return h.hexdigest()

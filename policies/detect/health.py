@@ -602,8 +602,8 @@ _AGE_SEX_RE = re.compile(
     r"(?:male|female|man|woman|boy|girl|patient|pt|gentleman|lady|m|f)\b)?"
     r"|(?P<short> ?(?:yo|y/o|y\.o\.))(?: ?(?:m|f|male|female)\b)?)"
 )
-# An age above needs one of these.
-_AGE_HINTS = ("year", "yr", "yo", "y/o", "y.o")
+# An age above needs one of these words ("Yolanda" is none).
+_AGE_HINT_RE = re.compile(r"y(?:ears?|rs?|/o|\.o|o(?:(?<=\dyo)|(?<=\d yo)))")
 _CPT_RE = re.compile(r"cpt(?: codes?)?[\s:#]{0,4}(\d{4}[0-9ft])\b")
 _PART2_RE = re.compile(r"42\s*c\.?\s?f\.?\s?r\.?\s*(?:part\s*|§\s*)?2\b")
 
@@ -618,7 +618,7 @@ class ClinicalContextDetector:
         """Findings in one segment."""
         if not ctx.digits:
             return
-        ages = _AGE_SEX_RE.finditer(low) if any(h in low for h in _AGE_HINTS) else ()
+        ages = _AGE_SEX_RE.finditer(low) if _AGE_HINT_RE.search(low) else ()
         for m in ages:
             age = int(m.group(1))
             described = m.group(0).rstrip().endswith(("male", "man", "patient", "pt", "m", "f"))

@@ -592,11 +592,18 @@ class EmailDetector:
 
 # The look-behind after the first digit (not before it, which would stop the
 # regex engine from skipping to digits) rejects digits inside a token at once.
+_STREET_SUFFIX = (
+    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl"
+    r"|terrace|ter|circle|cir|highway|hwy|parkway|pkwy|square|sq|trail|trl|alley|loop|run)\b"
+)
 _STREET_RE = re.compile(
     r"\d(?<![\w-]\d)\d{0,5}[a-z]?\s+(?:[nsew]\.?\s+)?(?:[a-z0-9'.]+\s+){1,4}"
-    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl"
-    r"|terrace|ter|circle|cir|highway|hwy|parkway|pkwy|square|sq|trail|trl|alley|loop|run)\b\.?"
+    + _STREET_SUFFIX
+    + r"\.?"
 )
+# A street ends in one of its suffixes after a space: without one (a table of
+# dates and numbers), the digit-by-digit search above is not worth running.
+_STREET_SUFFIX_RE = re.compile(r"\s" + _STREET_SUFFIX)
 _ZIP_RE = re.compile(r"\b[a-z]{2}\.?,?\s+(\d{5})(?:-\d{4})?(?!\d)|,\s*(\d{5})(?:-\d{4})?(?!\d)")
 
 
@@ -608,7 +615,7 @@ class AddressDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
-        if not ctx.digits:
+        if not ctx.digits or not _STREET_SUFFIX_RE.search(low):
             return
         for m in _STREET_RE.finditer(low):
             z = _ZIP_RE.search(low, m.end(), min(len(low), m.end() + 80))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import lru_cache
 
 from policies.detect.base import (
     NO_CONTEXT,
@@ -182,20 +181,17 @@ _COLON_CUE_LABEL_RE = re.compile(
     + r")\s*:"
 )
 _DENSE_COLONS = 40  # characters per colon below which the text counts as a table
-# Cues after a name, searched on their own; the name is then read backwards.
-# A name ends in a letter (or the ")" of an aside) and its separators, so the
-# cues that start with a digit or a common word are searched with that separator
-# in front: the regex engine then tries them after spaces only, not at every
-# digit or letter. The digit cues share one pass ("58F", "72 y/o", "3/4/1956").
-_AFTER_SEP = r"[ \t,(|\-\u2013]"
+# Cues after a name are searched first; the name is then read backwards.
+_AFTER_SEP = r"[ \t,(|\-\u2013]"  # what may separate a name from its cue
 # "Jane Doe's labs": the one cue written right after the name, without a separator.
 _POSSESSIVE_CUE = next(p for p in _STRONG_AFTER_CUES if p.startswith("'s"))
 _POSSESSIVE_RE = re.compile(f"(?P<cue>{_POSSESSIVE_CUE})")
-# Every other cue in one pass, and only where a letter or the ")" of an aside
-# comes before it and its separators (where a name may end): the dates and
-# numbers of a table are passed over in C. Strong cues come first, so the
-# heavier weight wins where a strong and a weak cue start at the same place;
-# the group that matched gives the weight (an age or sex after a name is strong).
+# Every other cue ("DOB", "58F", "3/4/1956", "was admitted", "reports") in one
+# pass, and only where a letter or the ")" of an aside comes before it and its
+# separators, where a name may end: the dates and numbers of a table are passed
+# over in C. Strong cues come first, so the heavier weight wins where a strong
+# and a weak cue start at the same place; the group that matched gives the
+# weight (an age or sex after a name is strong).
 _SEP_CUES_RE = re.compile(
     rf"(?:\)|{_AFTER_SEP}(?:(?<=[^\W\d_]{_AFTER_SEP})|(?<=\){_AFTER_SEP})))"
     rf"{_AFTER_SEP}*"
@@ -355,9 +351,8 @@ class PatientNameDetector:
         )
 
 
-@lru_cache(maxsize=4096)
 def _mask_and_key(name: str) -> tuple[str, str]:
-    """ "J*** D***" and the key of a name (cached: a list names the same people often)."""
+    """ "J*** D***" and the key of a name."""
     toks = _tokens(name)
     masked = " ".join(t[0] + "***" for t in toks)
     return masked, value_key("name", " ".join(sorted(t.lower() for t in toks if len(t) > 1)))

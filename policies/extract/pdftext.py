@@ -11,9 +11,10 @@ right by more than half a space), so its output is pypdf's.
 
 Fonts are decoded by pypdf itself (`Font.from_font_resource`: encodings,
 ToUnicode maps, widths). Whatever this module does not handle exactly as
-pypdf does (inline images, form XObjects, right-to-left scripts, operands of
-an unexpected type, unbalanced strings, an operator budget) makes it return
-None, and that page goes to pypdf; tests compare both on every page they have.
+pypdf does (inline images, form XObjects, Type3 fonts, right-to-left scripts,
+operands of an unexpected type, unbalanced strings, a token budget) raises
+`Unsupported`, and that page goes to pypdf; tests compare both on generated
+content streams.
 """
 
 from __future__ import annotations
@@ -370,8 +371,13 @@ class _Interpreter:
         self.leading = 0.0
         self.font_size = 12.0
         self.line_span: tuple[int, float, float] | None = None
-        self.text = ""
-        self.output = ""
+        # The pending text run and the page's output, as pieces (joining strings
+        # one by one would be quadratic on a page of many short strings), with
+        # the last character of each, which the layout rules look at.
+        self.text: list[str] = []
+        self.text_last = ""
+        self.output: list[str] = []
+        self.output_last = ""
 
     def run(self, ops: list[tuple[bytes, list[Any]]]) -> str:
         """Interpret every operation and return the page's text."""
@@ -444,21 +450,29 @@ class _Interpreter:
                     self.show(operands[2:])
             elif op == b"Do":
                 self.paint(operands)
-        return self.output + self.text
+        return "".join(self.output) + "".join(self.text)
 
     # --- state ---------------------------------------------------------------------------
 
     def flush(self) -> None:
         """Move the pending text to the output."""
+        if self.text_last:
+            self.output_last = self.text_last
         self.output += self.text
-        self.text = ""
+        self.text = []
+        self.text_last = ""
+
+    def add_text(self, piece: str) -> None:
+        """Append to the pending text run."""
+        if piece:
+            self.text.append(piece)
+            self.text_last = piece[-1]
 
     def set_font(self, operands: list[Any]) -> None:
         """Tf: a new font and size."""
-        if self.text:
+        if self.text_last:
             self.previous_font_space = self.font_size * self.half_space
-            self.output += self.text
-        self.text = ""
+        self.flush()
         if not operands or not isinstance(operands[0], _Name):
             raise Unsupported("Tf without a font name")
         self.info = self.page_fonts.get(str(operands[0]), self.cache.unknown)
@@ -514,10 +528,10 @@ class _Interpreter:
 
     def paint(self, operands: list[Any]) -> None:
         """Do: an image adds a line break; a form (which may hold text) needs pypdf."""
-        self.output += self.text
-        if self.output and self.output[-1] != "\n":
-            self.output += "\n"
-        self.text = ""
+        self.flush()
+        if self.output_last and self.output_last != "\n":
+            self.output.append("\n")
+            self.output_last = "\n"
         xobjects = self.resources.get("/XObject")
         if xobjects is None or not operands or not isinstance(operands[0], _Name):
             return
@@ -544,7 +558,7 @@ class _Interpreter:
         shown, length, widths = self.info.decode(operands[0])
         if _RTL.search(shown):
             raise Unsupported("right-to-left text")
-        self.text += shown
+        self.add_text(shown)
         self.str_widths += widths * self.font_size + 1000 * self.char_spacing * length
         self.str_height = self.font_size
         self.check(0.0)
@@ -558,7 +572,7 @@ class _Interpreter:
             if font.space_char == " "
             else font.character_widths.get(" ", font.character_widths["default"])
         )
-        self.text += " "
+        self.add_text(" ")
         self.str_widths += width * self.font_size + 1000 * self.char_spacing * 1
         self.str_height = self.font_size
         self.check(0.0)
@@ -573,8 +587,8 @@ class _Interpreter:
                 self.show([item])
             elif isinstance(item, float):
                 widths = self.str_widths - item * self.font_size
-                previous = self.text or self.output
-                if -item >= gap and previous and previous[-1] not in " \n":
+                previous = self.text_last or self.output_last
+                if -item >= gap and previous and previous not in " \n":
                     self.show_space()
                 self.str_widths = widths
 
@@ -612,20 +626,20 @@ class _Interpreter:
         else:
             lower, upper = span[1], span[2]
             distance = 0.0 if lower <= axis <= upper else min(abs(axis - lower), abs(axis - upper))
-        text = self.text
-        last = text[-1:] or self.output[-1:]
+        last = self.text_last or self.output_last
         threshold = 0.8 * min(self.str_height * scale_prev_y, self.font_size * scale_y)
         if distance > threshold:
             if last not in ("", "\n"):
-                self.output += text + "\n"
-                self.text = ""
+                self.flush()
+                self.output.append("\n")
+                self.output_last = "\n"
             self.line_span = (axis_index, axis, axis)
             return
         moved_to_other_baseline = abs(moved_height) > threshold
         if (
             moved_to_other_baseline or moved_width >= (spacewidth + str_widths) * scale_prev_x
         ) and last not in ("", " "):
-            self.text = text + " "
+            self.add_text(" ")
         if last in ("", "\n") or span is None or span[0] != axis_index:
             self.line_span = (axis_index, axis, axis)
         else:

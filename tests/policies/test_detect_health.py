@@ -141,3 +141,57 @@ def test_findings_never_carry_the_text() -> None:
     for f in scan(text):
         assert "Smith" not in f.masked and "metformin" not in f.masked
         assert "00123456" not in f.masked and "HIV" not in f.masked
+
+
+# --- condition names from ICD-10-CM, conditions at a body site -----------------------
+
+
+def _diagnoses(text: str) -> list[tuple[str, float]]:
+    found = scan(text)
+    return [(text[f.start : f.end], f.weight) for f in found if f.rule == "health-terms"]
+
+
+@pytest.mark.parametrize(
+    ("text", "term"),
+    [
+        ("treated for peptic ulcer", "peptic ulcer"),
+        ("history of diphtheria", "diphtheria"),
+        ("new onset meniere's disease", "meniere's disease"),
+        ("seen for gastro-esophageal reflux disease", "gastro-esophageal reflux disease"),
+        ("referral for low back pain", "low back pain"),
+    ],
+)
+def test_condition_names_from_icd10cm(text: str, term: str) -> None:
+    assert (term, 1.0) in _diagnoses(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "term"),
+    [
+        ("closed fracture of the left distal radius", "fracture of the left distal radius"),
+        ("a sprain of the right ankle", "sprain of the right ankle"),
+        ("his wrist fracture", "wrist fracture"),
+        ("fracture of the neck of the femur", "fracture of the neck"),
+        ("disease of the liver", "disease of the liver"),
+    ],
+)
+def test_a_condition_at_a_body_site_is_a_diagnosis(text: str, term: str) -> None:
+    assert (term, 1.0) in _diagnoses(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the fracture of the back office wall",
+        "the strain of the hand dryer",
+        "the injury of the neck of the bottle",
+        "a breakdown of the head count",
+    ],
+)
+def test_body_words_in_everyday_senses_are_no_site(text: str) -> None:
+    assert all(weight < 1.0 for _, weight in _diagnoses(text))
+
+
+def test_a_name_keeps_the_sensitive_category_of_its_words() -> None:
+    found = [f for f in scan("evaluation for female infertility") if f.rule == "health-terms"]
+    assert [f.category for f in found] == ["reproductive"]

@@ -149,3 +149,28 @@ def test_colleague_in_subject_is_not_phi_in_subject() -> None:
     strong = seg("Jane Doe DOB 01/02/1960 - MRI results", "subject", "subject")
     c = verdict(strong, seg("Diagnosis I50.2, see chart."))
     assert c.phi_in_subject
+
+
+def test_thresholds_hold_for_weights_summed_in_floating_point() -> None:
+    """0.6 + 0.3 is 0.8999999999999999 in binary floating point: still enough for 0.9."""
+    from policies.detect.base import Finding
+
+    s = seg("x" * 100)
+    findings = [
+        Finding("member-id", 1, "member-id", "identifier", s.location, "****1234", 0.9, 0, 10, 1.0),
+        Finding("health-terms", 2, "diagnosis", "health", s.location, "[d]", 0.8, 20, 28, 0.6, "a"),
+        Finding(
+            "health-terms",
+            2,
+            "clinical-context",
+            "health",
+            s.location,
+            "[c]",
+            0.65,
+            30,
+            40,
+            0.3,
+            "b",
+        ),
+    ]
+    assert classify([ScannedSegment(s, findings)]).verdict == "phi"

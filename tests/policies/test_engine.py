@@ -191,3 +191,24 @@ def test_decision_json_never_holds_matched_text(rules: Ruleset) -> None:
     for secret in ("Smith", "John", "00123456", "219-45", "6781-", "HIV", "metformin", "jane@"):
         assert secret not in dumped
     assert Decision.from_json(json.loads(dumped)) == d
+
+
+def test_segments_scanned_together_get_their_own_findings() -> None:
+    """Pages are scanned as one text for speed; no match may reach across a page break."""
+    from policies.detect import default_detectors, scan_segment
+    from policies.engine import _SEGMENT_JOIN, _scan_together
+    from policies.extract import Segment
+
+    pages = [
+        "Summary for the patient. SSN",
+        "219-45-6781 was given in error. Congestive heart",
+        "failure is not mentioned. Patient: John",
+        "Smith DOB 03/14/1962, MRN 00123456, type 2 diabetes.",
+        "Jim Beam",
+        "03/04/1956 potassium 5.9 mmol/L",
+    ]
+    segs = [Segment(f"attachment 2 (.pdf)/page {i}", t, "attachment") for i, t in enumerate(pages)]
+    together = _scan_together(segs, default_detectors(), _SEGMENT_JOIN)
+    for seg, scanned in zip(segs, together, strict=True):
+        alone = scan_segment(seg)
+        assert list(scanned.findings) == alone, seg.location

@@ -79,6 +79,28 @@ POSITIVE = [
         "Re: disability claim\nClaimant SSN 401-22-3344 has chronic kidney disease stage 4 "
         "and is on dialysis.",
     ),
+    # A letter to a member naming one condition and nothing else clinical: the
+    # condition names come from ICD-10-CM, not from a list of the corpus's phrases.
+    (
+        "Your request",
+        "Dear Keisha Thompson,\n\nWe approved the request related to your sprain of the "
+        "right ankle.\n\nYour member ID is XHP672147649.",
+    ),
+    (
+        "Your request",
+        "Dear Raymond Castillo,\n\nWe reviewed the claim for your wrist fracture.\n\n"
+        "Member ID: NGH825324679",
+    ),
+    (
+        "Claim update",
+        "Dear Ingrid Novak,\n\nYour claim for treatment of peptic ulcer was paid.\n\n"
+        "Member ID W950963707",
+    ),
+    (
+        "Claim update",
+        "Dear Luis Patel,\n\nThe visit for your plantar fasciitis is covered in full.\n"
+        "Your member ID is XHP445129144.",
+    ),
 ]
 NEGATIVE = [
     (
@@ -155,6 +177,23 @@ NEGATIVE = [
         "hyperglycemia is documented.",
     ),
 ]
+# Body words in their everyday senses beside an identifier: at most `pii`.
+EVERYDAY = [
+    (
+        "Facilities",
+        "Invoice 8159834 covers the repair of the fracture of the back office wall. Member "
+        "ID GYM2430759 for the loyalty program.",
+    ),
+    (
+        "Gym",
+        "Your gym membership (member ID GYM7096942) renews soon. We apologise for the injury "
+        "of the neck of the bottle display and the strain of the hand dryer.",
+    ),
+    (
+        "Engineering",
+        "Account 4471209: stress fracture testing of the beam is booked for Monday.",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +213,9 @@ def test_negative(rules: Ruleset, subject: str, body: str) -> None:
     d = evaluate(make_message(body, subject=subject), "a@clinic.example", ["b@x.example"], rules)
     assert d.verdict == "none", d.to_json()
     assert d.action == "deliver"
+
+
+@pytest.mark.parametrize(("subject", "body"), EVERYDAY, ids=[n[0] for n in EVERYDAY])
+def test_everyday_words_beside_an_identifier(rules: Ruleset, subject: str, body: str) -> None:
+    d = evaluate(make_message(body, subject=subject), "a@clinic.example", ["b@x.example"], rules)
+    assert d.verdict in ("none", "pii"), d.to_json()
