@@ -354,6 +354,10 @@ async def _connect(target: Target, settings: SessionSettings) -> aiosmtplib.SMTP
         sock.close()
         if not isinstance(exc, NETWORK_ERRORS):
             raise  # cancelled
+        if _being_cancelled():
+            # aiosmtplib may report a cancellation during connect() as a lost
+            # connection; the caller's cancellation must win.
+            raise asyncio.CancelledError from exc
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         raise HopFailure(
             "transient",
@@ -476,3 +480,9 @@ async def open_session(
             if isinstance(exc, NETWORK_ERRORS):
                 raise _lost(target, exc, "EHLO") from None
             raise
+
+
+def _being_cancelled() -> bool:
+    """True when the running task has a cancellation pending."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
