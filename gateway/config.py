@@ -266,6 +266,18 @@ class RetryConfig(_Section):
     delay_warning: Duration | None = None  # e.g. 4h: tell the sender mail is still waiting
 
 
+# none: plaintext allowed; may: opportunistic; encrypt: TLS >= 1.2, any certificate;
+# verify: a certificate valid for the MX host name; dane: TLSA records must match.
+TlsPolicyLevel = Literal["none", "may", "encrypt", "verify", "dane"]
+
+
+def _domain_key(value: str) -> str:
+    key = value.strip().rstrip(".").lower()
+    if not key or any(c.isspace() or c == "@" for c in key):
+        raise ValueError(f"{value!r} is not a domain or .domain suffix")
+    return key
+
+
 class DeliveryConfig(_Section):
     """Outbound delivery."""
 
@@ -279,6 +291,18 @@ class DeliveryConfig(_Section):
     max_recipients_per_transaction: int = Field(default=50, ge=1)
     connection_reuse_time: Duration = 300.0
     retry: RetryConfig = RetryConfig()
+    # Admin TLS policy per recipient domain, like Postfix's smtp_tls_policy_maps:
+    # "example.com" names the domain, ".example.com" its subdomains.
+    tls_policy: dict[str, TlsPolicyLevel] = {}
+    mta_sts: bool = True  # honour MTA-STS (RFC 8461) policies of recipient domains
+    dane: bool = True  # honour DANE TLSA records (RFC 7672), only when DNSSEC-validated
+    https_timeout: Duration = 10.0  # MTA-STS policy and WKD key fetches
+    https_max_size: Size = 64 * 1024
+
+    @field_validator("tls_policy")
+    @classmethod
+    def _policy_domains(cls, v: dict[str, str]) -> dict[str, str]:
+        return {_domain_key(k): level for k, level in v.items()}
 
     @field_validator("relay_host", mode="before")
     @classmethod
@@ -328,10 +352,113 @@ class PolicyConfig(_Section):
 
 
 class PortalConfig(_Section):
-    """Where the recipient portal listens and how links to it are written."""
+    """Where the recipient portal listens, how links to it are written, how it looks."""
 
     listen: ListenAddress = HostPort("127.0.0.1", 8025)
     base_url: str = "http://127.0.0.1:8025"
+    organisation: str = "Sealgate"  # shown on pages and in notifications
+    logo_url: str | None = None
+    colour: str = Field(default="#1f5f8b", pattern=r"^#[0-9a-fA-F]{6}$")
+    expiry: Duration = 30 * 86400.0  # how long a stored message can be read
+    # The notification a portal recipient gets; never carries PHI.
+    notification_from: str | None = None  # default: the original sender
+    notification_subject: str = "Secure message from {organisation}"
+    notification_text: str = (
+        "{sender} sent you a secure message through {organisation}.\n"
+        "Open it here: {link}\n"
+        "To read it you will confirm your email address with a one-time code."
+    )
+    notify_sender: bool = True  # tell the sender which recipients got a portal link
+
+
+# Consumer mailbox providers: TLS to them protects the hop, but no BAA covers
+# the mailbox, so PHI goes to their users by S/MIME, OpenPGP or the portal.
+DEFAULT_NEVER_TRUST_TLS = (
+    "aol.com",
+    "att.net",
+    "comcast.net",
+    "gmail.com",
+    "gmx.com",
+    "gmx.net",
+    "googlemail.com",
+    "hotmail.com",
+    "icloud.com",
+    "live.com",
+    "mac.com",
+    "mail.com",
+    "me.com",
+    "msn.com",
+    "outlook.com",
+    "proton.me",
+    "protonmail.com",
+    "verizon.net",
+    "yahoo.com",
+    "yandex.com",
+    "ymail.com",
+    "zoho.com",
+)
+
+EncryptionMethodName = Literal["smime", "pgp", "tls", "portal"]
+
+
+class PgpConfig(_Section):
+    """OpenPGP key discovery and output."""
+
+    wkd: bool = True  # Web Key Directory lookups (advanced, then direct)
+    openpgpkey_dns: bool = True  # RFC 7929 records, trusted only when DNSSEC-validated
+    autocrypt: bool = True  # learn keys from Autocrypt headers of mail passing through
+    sign_key: str | None = None  # fingerprint of the organisation's key to sign with
+    lookup_cache: Duration = 86400.0  # keep a found key (or its absence) this long
+    negative_cache: Duration = 3600.0
+
+
+class SmimeConfig(_Section):
+    """S/MIME certificates and output."""
+
+    harvest: bool = True  # learn certificates from signed mail passing through
+    cipher: Literal["aes256", "aes128"] = "aes256"
+
+
+class EncryptionConfig(_Section):
+    """How a message that must be encrypted reaches each recipient."""
+
+    preference: list[EncryptionMethodName] = ["smime", "pgp", "tls", "portal"]
+    never_trust_tls: list[str] = list(DEFAULT_NEVER_TRUST_TLS)
+    # Senders whose protected mail must leave by verified TLS or not at all
+    # (bulk statements, say, that must never turn into portal notices).
+    tls_only_senders: list[SenderPattern] = []
+    neutral_subject: str = "Secure message"  # replaces a subject that carries PHI
+    pgp: PgpConfig = PgpConfig()
+    smime: SmimeConfig = SmimeConfig()
+
+    @field_validator("never_trust_tls")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        return [_domain_key(d) for d in v]
+
+    @field_validator("preference")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each method may appear once")
+        if not v:
+            raise ValueError("needs at least one method")
+        return v
+
+
+class StorageConfig(_Section):
+    """Shared state (portal messages, audit trail): SQLite under data_dir, or PostgreSQL."""
+
+    # null: SQLite at data_dir/sealgate.db (one machine). For several gateway and
+    # portal nodes: "postgresql://user:password@host/dbname".
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError('expected "postgresql://..." or "sqlite:///PATH"')
+        return v
 
 
 class LogConfig(_Section):
@@ -351,6 +478,8 @@ class Config(_Section):
     dkim: list[DkimKey] = []
     policy: PolicyConfig = PolicyConfig()
     portal: PortalConfig = PortalConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
+    storage: StorageConfig = StorageConfig()
     log: LogConfig = LogConfig()
 
     @field_validator("dkim")

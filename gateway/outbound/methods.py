@@ -30,10 +30,17 @@ LocalStatus = Literal["delivered", "transient", "permanent"]
 
 @dataclass(frozen=True)
 class Method:
-    """The choice made for one recipient: a handler name and the TLS level it needs."""
+    """The choice made for one recipient: a handler name and the TLS level it needs.
+
+    subject: when not None, the subject the copy shows outside its encryption
+    (the real one carries PHI and stays inside only). key: which recipient
+    key or certificate a message-level method encrypts to (fingerprint).
+    """
 
     name: str
     tls: TlsLevel = "opportunistic"
+    subject: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
