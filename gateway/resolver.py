@@ -51,12 +51,15 @@ class MxAnswer:
     records are sorted by preference. null_mx: the domain accepts no mail (RFC
     7505). implicit: no MX but the domain has addresses, so it is its own mail
     exchanger (RFC 5321 section 5.1). nxdomain: the domain does not exist.
+    authenticated: the resolver validated the answer with DNSSEC (AD bit); DANE
+    applies only to exchangers learnt from a secure MX RRset (RFC 7672 section 2.2.1).
     """
 
     records: tuple[MxRecord, ...]
     null_mx: bool = False
     implicit: bool = False
     nxdomain: bool = False
+    authenticated: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,13 +165,17 @@ class Resolver:
         answer = await self._resolve(name, dns.rdatatype.MX)
         if answer is None:
             return MxAnswer(records=(), nxdomain=True)
+        authenticated = bool(answer.response.flags & dns.flags.AD)
         if answer.rrset is None:
             # RFC 5321 section 5.1: no MX but an address means the domain is
-            # its own mail exchanger.
+            # its own mail exchanger. A validated denial of the MX makes the
+            # implicit exchanger as trustworthy as a secure MX would be.
             host = _host_text(name)
             if await self.addresses(host):
-                return MxAnswer(records=(MxRecord(0, host),), implicit=True)
-            return MxAnswer(records=())
+                return MxAnswer(
+                    records=(MxRecord(0, host),), implicit=True, authenticated=authenticated
+                )
+            return MxAnswer(records=(), authenticated=authenticated)
         records: list[MxRecord] = []
         saw_root = False
         for rdata in answer.rrset:
@@ -180,7 +187,11 @@ class Resolver:
         records.sort(key=lambda r: r.preference)
         # RFC 7505 section 3: a null MX is the only MX of its domain. If a
         # misconfigured domain publishes real exchangers beside it, use them.
-        return MxAnswer(records=tuple(records), null_mx=saw_root and not records)
+        return MxAnswer(
+            records=tuple(records),
+            null_mx=saw_root and not records,
+            authenticated=authenticated,
+        )
 
     async def addresses(self, host: str) -> list[str]:
         """IPv4 then IPv6 addresses of host ([] when it has none)."""
@@ -239,3 +250,19 @@ class Resolver:
             records.append(TlsaRecord(rdata.usage, rdata.selector, rdata.mtype, rdata.cert))
         authenticated = bool(answer.response.flags & dns.flags.AD)
         return TlsaAnswer(records=tuple(records), authenticated=authenticated)
+
+    async def openpgpkey(self, name: str) -> tuple[list[bytes], bool]:
+        """OPENPGPKEY records (RFC 7929) of name and whether the resolver vouched for them (AD)."""
+        from dns.rdtypes.ANY.OPENPGPKEY import OPENPGPKEY
+
+        qname = _to_name(name)
+        if qname is None:
+            return [], False
+        answer = await self._resolve(qname, dns.rdatatype.OPENPGPKEY)
+        if answer is None or answer.rrset is None:
+            return [], False
+        keys: list[bytes] = []
+        for rdata in answer.rrset:
+            assert isinstance(rdata, OPENPGPKEY)
+            keys.append(rdata.key)
+        return keys, bool(answer.response.flags & dns.flags.AD)

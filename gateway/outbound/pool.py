@@ -1,4 +1,4 @@
-"""Idle SMTP sessions kept for reuse, per (host, address, port, TLS level).
+"""Idle SMTP sessions kept for reuse, per (host, address, port, TLS requirement).
 
 A session is either in the pool or lent to exactly one delivery, so no two
 transactions ever share a connection at once.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from gateway.outbound.session import Session, TlsLevel
+from gateway.outbound.session import Session
 
-PoolKey = tuple[str, str, int, TlsLevel]
+# The last part names the TLS requirement the session was opened under (e.g.
+# "verified/dane"): a session is only reused for the same requirement.
+PoolKey = tuple[str, str, int, str]
 
 # A goodbye to a server that stopped answering must not hold up shutdown.
 _QUIT_TIMEOUT = 10.0

@@ -13,10 +13,15 @@ from gateway.resolver import DnsTemporaryError, MxRecord, Resolver
 
 @dataclass(frozen=True)
 class Hop:
-    """A host to try (its name is also the TLS name to verify) and the port."""
+    """A host to try (its name is also the TLS name to verify) and the port.
+
+    secure: the host was learnt from a DNSSEC-validated MX answer, so DANE may
+    apply to it (RFC 7672 section 2.2.1); never for a relay host or IP literal.
+    """
 
     host: str
     port: int
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,4 +81,5 @@ async def find_route(
         return NoRoute("permanent", 556, "5.1.10 Recipient address has null MX")
     if not answer.records:
         return NoRoute("permanent", None, f"5.4.4 Domain {domain} has no MX or address records")
-    return [Hop(r.host, mx_port) for r in _shuffled_by_preference(answer.records)]
+    secure = answer.authenticated
+    return [Hop(r.host, mx_port, secure) for r in _shuffled_by_preference(answer.records)]

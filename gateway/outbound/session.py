@@ -25,7 +25,9 @@ import aiosmtplib
 from aiosmtplib import SMTPResponse
 
 from gateway import log
+from gateway.outbound import dane
 from gateway.outbound.tlsfacts import ClientContexts, session_facts
+from gateway.resolver import TlsaRecord
 
 TlsLevel = Literal["opportunistic", "required", "verified"]
 Status = Literal["delivered", "transient", "permanent"]
@@ -44,6 +46,8 @@ _MAX_REPLY = 4 * _MAX_REPLY_LINE
 # RFC 5321 §4.1.1: a command line holds no control characters but its CRLF.
 _CONTROL_RE = re.compile(rb"[\x00-\x1f\x7f]")
 _LINE_ENDS_RE = re.compile(rb"\r\n|\n|\r(?!\n)")
+# The protocol versions "required" and "verified" accept.
+_MODERN_TLS = ("TLSv1.2", "TLSv1.3")
 _CRLF = b"\r\n"
 
 
@@ -185,12 +189,14 @@ class HopFailure(Exception):
         text: str,
         *,
         reached: bool,
+        tls: bool = False,
     ) -> None:
         super().__init__(text)
         self.status: Literal["transient", "permanent"] = status
         self.code = code
         self.text = text
         self.reached = reached  # the server answered (greeting or later)
+        self.tls = tls  # the host could not meet the TLS requirement
 
 
 def classify(code: int) -> Status:
@@ -395,30 +401,41 @@ def _lost(target: Target, exc: BaseException, stage: str) -> HopFailure:
 
 
 async def open_session(
-    target: Target, level: TlsLevel, contexts: ClientContexts, settings: SessionSettings
+    target: Target,
+    level: TlsLevel,
+    contexts: ClientContexts,
+    settings: SessionSettings,
+    *,
+    dane_records: tuple[TlsaRecord, ...] = (),
+    starttls: bool = True,
 ) -> Session:
     """A ready session with target at the given TLS level, or HopFailure.
 
     Opportunistic: try a verified handshake; if the certificate does not
     verify, reconnect and encrypt without verifying (recording why); if the
     handshake fails outright, reconnect in plaintext, as Postfix does at
-    security level "may". Required: never plaintext. Verified: the
-    certificate must verify against the MX name.
+    security level "may". Required: STARTTLS with TLS 1.2 or later, any
+    certificate, never plaintext. Verified: the certificate must verify
+    against the MX name, or, with dane_records, match them (RFC 7672).
+    starttls=False (admin policy "none") sends in plaintext even when
+    STARTTLS is offered; only for the opportunistic level.
     """
-    mode: Literal["verify", "noverify", "plain"] = "verify"
+    mode: Literal["verify", "noverify", "plain", "dane"] = "dane" if dane_records else "verify"
     verify_error: str | None = None
     while True:
         smtp = await _connect(target, settings)
         try:
             await _hello(smtp, target)
             offered = smtp.supports_extension("starttls")
-            if mode == "plain" or not offered:
-                if level != "opportunistic":
+            if mode == "plain" or not offered or not starttls:
+                if level != "opportunistic" or dane_records:
+                    # Also what a STARTTLS stripped from the EHLO reply looks like.
                     raise HopFailure(
                         "transient",
                         None,
                         f"4.7.4 TLS is required, but was not offered by {target}",
                         reached=True,
+                        tls=True,
                     )
                 return Session(smtp, target, None, settings.command_timeout)
             context = contexts.verify if mode == "verify" else contexts.noverify
@@ -433,6 +450,7 @@ async def open_session(
                         None,
                         f"4.7.5 Server certificate not verified for {target}: {verify_error}",
                         reached=True,
+                        tls=True,
                     ) from None
                 log.event("smtp_tls_unverified", remote=str(target), reason=verify_error)
                 mode = "noverify"
@@ -440,23 +458,25 @@ async def open_session(
             except aiosmtplib.SMTPResponseException as exc:
                 # The server refused STARTTLS; the session is still usable in
                 # plaintext unless it is closing (421).
-                if level != "opportunistic" or not smtp.is_connected:
+                if level != "opportunistic" or dane_records or not smtp.is_connected:
                     raise HopFailure(
                         "transient",
                         exc.code,
-                        reply_text(exc.code, exc.message),
+                        f"4.7.4 STARTTLS refused by {target}: {reply_text(exc.code, exc.message)}",
                         reached=True,
+                        tls=level != "opportunistic" or bool(dane_records),
                     ) from None
                 return Session(smtp, target, None, settings.command_timeout)
             except NETWORK_ERRORS as exc:
                 smtp.close()
                 reason = describe_error(exc.__cause__ or exc)
-                if level != "opportunistic":
+                if level != "opportunistic" or dane_records:
                     raise HopFailure(
                         "transient",
                         None,
                         f"4.7.5 TLS handshake with {target} failed: {reason}",
                         reached=True,
+                        tls=True,
                     ) from None
                 log.event(
                     "smtp_tls_fallback",
@@ -467,19 +487,59 @@ async def open_session(
                 )
                 mode = "plain"
                 continue
+            ssl_object = smtp.get_transport_info("ssl_object")
+            dane_usage = _check_tls(target, level, mode, ssl_object, dane_records)
             # RFC 3207 section 4.2: forget what was learnt before TLS; ask again.
             await _hello(smtp, target)
             facts = session_facts(
-                smtp.get_transport_info("ssl_object"),
-                verified=mode == "verify",
+                ssl_object,
+                verified=mode in ("verify", "dane"),
                 verify_error=verify_error,
             )
+            if facts is not None and dane_usage is not None:
+                facts["dane"] = "matched"
+                facts["dane_usage"] = dane_usage
             return Session(smtp, target, facts, settings.command_timeout)
         except BaseException as exc:
             smtp.close()
             if isinstance(exc, NETWORK_ERRORS):
                 raise _lost(target, exc, "EHLO") from None
             raise
+
+
+def _check_tls(
+    target: Target,
+    level: TlsLevel,
+    mode: str,
+    ssl_object: ssl.SSLObject | None,
+    dane_records: tuple[TlsaRecord, ...],
+) -> str | None:
+    """After the handshake: the version floor and the DANE match; HopFailure if not met.
+
+    Returns the DANE usage that matched, or None without DANE.
+    """
+    version = ssl_object.version() if ssl_object is not None else None
+    if (level != "opportunistic" or dane_records) and version not in _MODERN_TLS:
+        raise HopFailure(
+            "transient",
+            None,
+            f"4.7.5 {target} negotiated {version or 'no TLS'}; TLS 1.2 or later is required",
+            reached=True,
+            tls=True,
+        )
+    if mode != "dane":
+        return None
+    result = dane.match(dane_records, dane.peer_chain(ssl_object), target.host)
+    if not result.matched:
+        raise HopFailure(
+            "transient",
+            None,
+            f"4.7.5 DANE TLSA records of {target.host} do not match its certificate "
+            f"({result.detail})",
+            reached=True,
+            tls=True,
+        )
+    return result.detail
 
 
 def _being_cancelled() -> bool:

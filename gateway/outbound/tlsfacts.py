@@ -23,9 +23,13 @@ class ClientContexts:
 def build_contexts(ca_file: Path | None) -> ClientContexts:
     """Contexts trusting the system CAs plus ca_file; reads files, so call it in a thread."""
     verify = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    # Levels "required" and "verified" need TLS 1.2 or later; older versions
+    # are not worth negotiating for opportunistic mail either.
+    verify.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file is not None:
         verify.load_verify_locations(cafile=str(ca_file))
     noverify = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    noverify.minimum_version = ssl.TLSVersion.TLSv1_2
     # Opportunistic TLS still beats plaintext when the certificate is not
     # trusted (RFC 7435): encrypt, and record that the peer was not verified.
     noverify.check_hostname = False

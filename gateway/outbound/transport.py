@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway import log
 from gateway.config import DeliveryConfig
+from gateway.fetch import HttpsFetcher, https_context
 from gateway.outbound.pool import PoolKey, SessionPool
 from gateway.outbound.routes import NoRoute, find_route
 from gateway.outbound.session import (
@@ -36,6 +37,7 @@ from gateway.outbound.session import (
     reply_text,
 )
 from gateway.outbound.tlsfacts import ClientContexts, build_contexts
+from gateway.outbound.tlspolicy import HopTls, Plan, TlsPolicy
 from gateway.resolver import DnsTemporaryError, Resolver
 
 __all__ = ["DeliveryReport", "RcptResult", "TlsLevel", "Transport"]
@@ -65,7 +67,13 @@ class DeliveryReport:
 
     results: tuple[RcptResult, ...]
     remote: str  # "mx1.example [127.0.0.2]:25", or "" when no server answered
-    tls: dict[str, Any] | None  # version, cipher, verified, verify_error, peer; None = no TLS
+    # version, cipher, verified, verify_error, peer, fingerprint_sha256, and the
+    # requirement: level, mta_sts, dane, policy; None = no TLS
+    tls: dict[str, Any] | None
+    # Set (a 4.7.x reason) when no host could be used because none met the TLS
+    # requirement; the recipients are then transient. A caller with another
+    # way to reach them (the portal) takes it; never plaintext.
+    tls_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,21 @@ class _Message:
 
 class _StaleSession(Exception):
     """A pooled connection did not answer the RSET that began a pipelined transaction."""
+
+
+def _facts(session: Session, plan: Plan, hop_tls: HopTls) -> dict[str, Any] | None:
+    """The session's TLS facts with the requirement it was held to, for the delivery record."""
+    if session.tls is None:
+        return None
+    facts = dict(session.tls)
+    facts.update(hop_tls.facts)
+    facts["level"] = hop_tls.level
+    facts["policy"] = plan.policy
+    facts["mta_sts"] = plan.sts.mode if plan.sts is not None else None
+    facts.setdefault("dane", None)
+    if session.tls.get("dane") is not None:
+        facts["dane"] = session.tls["dane"]
+    return facts
 
 
 @dataclass
@@ -123,9 +146,16 @@ def _mail_options(session: Session, msg: _Message) -> list[bytes]:
 class Transport:
     """SMTP client for outbound mail: routes, sessions, TLS and connection reuse."""
 
-    def __init__(self, cfg: DeliveryConfig, hostname: str, resolver: Resolver) -> None:
+    def __init__(
+        self,
+        cfg: DeliveryConfig,
+        hostname: str,
+        resolver: Resolver,
+        tls_policy: TlsPolicy | None = None,
+    ) -> None:
         self._cfg = cfg
         self._resolver = resolver
+        self._tls_policy = tls_policy
         self._settings = SessionSettings(
             hostname=hostname,
             connect_timeout=cfg.connect_timeout,
@@ -183,6 +213,18 @@ class Transport:
             self._contexts = await asyncio.to_thread(build_contexts, self._cfg.tls_ca_file)
         return self._contexts
 
+    async def _policy(self) -> TlsPolicy:
+        if self._tls_policy is None:
+            context = await asyncio.to_thread(https_context, self._cfg.tls_ca_file)
+            fetcher = HttpsFetcher(
+                self._resolver,
+                context,
+                timeout=self._cfg.https_timeout,
+                max_size=self._cfg.https_max_size,
+            )
+            self._tls_policy = TlsPolicy(self._cfg, self._resolver, fetcher)
+        return self._tls_policy
+
     async def _deliver(
         self, domain: str, msg: _Message, rcpts: list[str], tls: TlsLevel
     ) -> DeliveryReport:
@@ -201,8 +243,10 @@ class Transport:
             else:
                 pending.append(address)
 
-        def report(remote: str, tls_facts: dict[str, Any] | None) -> DeliveryReport:
-            return DeliveryReport(tuple(done[a] for a in rcpts), remote, tls_facts)
+        def report(
+            remote: str, tls_facts: dict[str, Any] | None, tls_failure: str | None = None
+        ) -> DeliveryReport:
+            return DeliveryReport(tuple(done[a] for a in rcpts), remote, tls_facts, tls_failure)
 
         if not pending:
             return report("", None)
@@ -213,12 +257,22 @@ class Transport:
             return report("", None)
 
         contexts = await self._client_contexts()
+        policy = await self._policy()
+        plan = await policy.plan(domain, tls)
         last = HopFailure("transient", None, f"4.4.4 No usable host for {domain}", reached=False)
+        tls_failure: HopFailure | None = None
         remote, tls_facts = "", None
         addresses_tried = sessions = 0
         for hop in route:
             if addresses_tried >= _MAX_ADDRESSES or sessions >= _MAX_SESSIONS:
                 break
+            try:
+                hop_tls = await policy.hop(plan, hop)
+            except HopFailure as failure:
+                # Never tried: the host cannot meet the requirement (MTA-STS, DANE).
+                last = tls_failure = failure
+                self._log_failure(domain, f"{hop.host}:{hop.port}", failure)
+                continue
             try:
                 if _ip_literal(hop.host):
                     ips = [hop.host]
@@ -245,20 +299,22 @@ class Transport:
                     break
                 addresses_tried += 1
                 target = Target(hop.host, ip, hop.port)
-                key: PoolKey = (target.host, target.ip, target.port, tls)
+                key: PoolKey = (target.host, target.ip, target.port, hop_tls.key)
                 try:
                     session, outcome = await self._exchange(
-                        key, target, tls, contexts, msg, pending
+                        key, target, hop_tls, contexts, msg, pending
                     )
                 except HopFailure as failure:
                     last = failure
+                    if failure.tls:
+                        tls_failure = failure
                     if failure.reached:
                         remote, tls_facts = str(target), None
-                    self._log_failure(domain, target, failure)
+                    self._log_failure(domain, str(target), failure)
                     continue
                 sessions += 1
                 remote = str(target)
-                tls_facts = dict(session.tls) if session.tls is not None else None
+                tls_facts = _facts(session, plan, hop_tls)
                 if outcome.reusable and session.alive:
                     self._pool.give(key, session)
                 else:
@@ -269,16 +325,22 @@ class Transport:
                     return report(remote, tls_facts)
                 if outcome.failure is not None:
                     last = outcome.failure
-                    self._log_failure(domain, target, last)
+                    self._log_failure(domain, str(target), last)
+        failed_tls: str | None = None
+        if sessions == 0 and tls_failure is not None:
+            # No host took a session because none met the TLS requirement
+            # (others may have been unreachable): say so, with a 4.7.x reason.
+            last = tls_failure
+            failed_tls = tls_failure.text
         for address in pending:
             done[address] = RcptResult(address, last.status, last.code, last.text)
-        return report(remote, tls_facts)
+        return report(remote, tls_facts, failed_tls)
 
     async def _exchange(
         self,
         key: PoolKey,
         target: Target,
-        tls: TlsLevel,
+        tls: HopTls,
         contexts: ClientContexts,
         msg: _Message,
         rcpts: list[str],
@@ -295,7 +357,7 @@ class Transport:
                 raise
 
     async def _session(
-        self, key: PoolKey, target: Target, tls: TlsLevel, contexts: ClientContexts
+        self, key: PoolKey, target: Target, tls: HopTls, contexts: ClientContexts
     ) -> tuple[Session, bool]:
         """A pooled session that still answers RSET, else a new one; True: RSET still to send.
 
@@ -314,7 +376,15 @@ class Transport:
             if alive:
                 return session, False
             session.abort()
-        return await open_session(target, tls, contexts, self._settings), False
+        session = await open_session(
+            target,
+            tls.level,
+            contexts,
+            self._settings,
+            dane_records=tls.dane,
+            starttls=tls.starttls,
+        )
+        return session, False
 
     async def _transaction(
         self, session: Session, msg: _Message, rcpts: list[str], *, reset: bool = False
@@ -469,11 +539,11 @@ class Transport:
         )
 
     @staticmethod
-    def _log_failure(domain: str, target: Target, failure: HopFailure) -> None:
+    def _log_failure(domain: str, remote: str, failure: HopFailure) -> None:
         log.event(
             "smtp_hop_failed",
             domain=domain,
-            remote=str(target),
+            remote=remote,
             status=failure.status,
             code=failure.code,
             reason=failure.text,
