@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import socketserver
 import struct
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, TLSA, TXT, A, DNSRecord
+from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RD, RR, TLSA, TXT, A, DNSRecord
 
-_SUPPORTED = ("A", "AAAA", "MX", "TXT", "TLSA", "CNAME")
+_SUPPORTED = ("A", "AAAA", "MX", "TXT", "TLSA", "CNAME", "OPENPGPKEY")
 # RFC 1035 4.2.1: without EDNS a UDP answer is at most 512 bytes; larger ones are
 # truncated (TC) so the client retries over TCP, which is what large TXT tests exercise.
 _CLASSIC_UDP_LIMIT = 512
@@ -44,6 +45,9 @@ def _rdata(rtype: str, value: str) -> Any:
         return TLSA(int(usage), int(selector), int(mtype), bytes.fromhex("".join(data)))
     if rtype == "CNAME":
         return CNAME(value)
+    if rtype == "OPENPGPKEY":
+        # RFC 7929: the transferable public key, given here in base64 as in a zone file.
+        return RD(base64.b64decode("".join(value.split())))
     raise ValueError(f"unsupported record type {rtype!r}; use one of {', '.join(_SUPPORTED)}")
 
 
