@@ -63,6 +63,8 @@ class RecipientStatus:
     last_reply: str = ""  # "4.4.1 connection refused by mx.example" - reply text, no content
     remote: str = ""  # host the last attempt talked to
     tls: dict[str, Any] | None = None  # TLS facts of the last attempt
+    method: str | None = None  # how the last attempt sent it: smtp, tls, smime, pgp, portal, hold
+    method_reason: str = ""  # why that method (no content)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""

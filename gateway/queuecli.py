@@ -320,6 +320,9 @@ def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
     lines.append(f"recipients:   {len(msg.pending)} pending of {len(msg.recipients)}")
     for r in msg.recipients:
         lines.append(f"  <{_clean(r.address)}>  {r.state}  attempts={r.attempts}")
+        if r.method:
+            why = f" ({_clean(r.method_reason)})" if r.method_reason else ""
+            lines.append(f"      method: {_clean(r.method)}{why}")
         if r.remote:
             lines.append(f"      remote: {_clean(r.remote)}")
         reply = _reply(r)

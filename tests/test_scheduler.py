@@ -23,7 +23,7 @@ import pytest
 from gateway.config import DeliveryConfig, DkimKey, DnsConfig, RetryConfig
 from gateway.dkim import DkimSigner, generate_key
 from gateway.message import ClientInfo, Envelope, QueuedMessage
-from gateway.outbound.methods import LocalOutcome, Method, MethodStage, Outgoing
+from gateway.outbound.methods import LocalOutcome, Method, MethodStage, Outgoing, Planned
 from gateway.outbound.scheduler import Scheduler
 from gateway.outbound.transport import Transport
 from gateway.resolver import Resolver
@@ -645,9 +645,15 @@ class PortalForSome(MethodStage):
         super().__init__({"portal": portal})
         self._use_portal = use_portal
 
-    def choose(self, msg: QueuedMessage, rcpt: str) -> Method:
+    async def plan(
+        self, msg: QueuedMessage, data: bytes, rcpts: Sequence[str]
+    ) -> dict[str, Planned]:
         """Portal for matching recipients, SMTP otherwise."""
-        return Method("portal") if self._use_portal(rcpt) else super().choose(msg, rcpt)
+        out = await super().plan(msg, data, rcpts)
+        for rcpt in rcpts:
+            if self._use_portal(rcpt):
+                out[rcpt] = Planned(Method("portal"), "test")
+        return out
 
 
 async def test_method_stage_routes_recipients(
@@ -676,8 +682,10 @@ async def test_unknown_method_fails_closed(
     sink = sink_factory(MX1)
 
     class SmimeOnly(MethodStage):
-        def choose(self, msg: QueuedMessage, rcpt: str) -> Method:
-            return Method("smime")
+        async def plan(
+            self, msg: QueuedMessage, data: bytes, rcpts: Sequence[str]
+        ) -> dict[str, Planned]:
+            return dict.fromkeys(rcpts, Planned(Method("smime"), "test"))
 
     cfg = delivery(retry=retry(first=3600, max_backoff=4000))
     async with gateway(tmp_path, dns_server, cfg, methods=SmimeOnly()) as gw:

@@ -64,6 +64,27 @@ _HELO_DOMAIN_RE = re.compile(
 _HEADER_END = b"\r\n\r\n"
 
 
+
+_CONTROL_PREFIX = b"x-sealgate-"
+# What an application may tell the gateway per message; anything else is dropped.
+_CONTROL_NAMES = frozenset({"x-sealgate-expires", "x-sealgate-portal", "x-sealgate-read-notice"})
+_MAX_CONTROL_VALUE = 200
+
+
+def control_fields(data: bytes) -> dict[str, str]:
+    """The X-Sealgate-* instructions in the message header, by lower-cased name."""
+    end = data.find(b"\r\n\r\n")
+    head = data[: end + 2] if end >= 0 else data
+    if _CONTROL_PREFIX not in head.lower():
+        return {}
+    out: dict[str, str] = {}
+    for line in head.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        key = name.strip().lower().decode("ascii", "replace")
+        if colon and key in _CONTROL_NAMES and key not in out:
+            out[key] = value.strip().decode("utf-8", "replace")[:_MAX_CONTROL_VALUE]
+    return out
+
 class SpoolLike(Protocol):
     """What inbound needs from the spool: a durable put."""
 
@@ -533,12 +554,18 @@ class InboundHandler:
                     trace=trace_id,
                     rules=list(decision.matched_rules),
                 )
+            control = control_fields(data)
             added, data = policy_stage.rewrite(data, decision)
+        else:
+            control = {}
         # Headers a rule adds go below our Received: trace fields stay on top (RFC 5321 §4.4).
         body = received + added + data
         if decision is not None and decision.action == "quarantine":
             return await self._hold(server, trace_id, message, body, decision)
-        meta = {"decision": decision.to_json()} if decision is not None else {}
+        meta: dict[str, Any] = {"decision": decision.to_json()} if decision is not None else {}
+        if control:
+            # The headers leave the message here; later stages (the portal) act on them.
+            meta["control"] = control
         try:
             queued = await (
                 self._spool.put(message, body, meta) if meta else self._spool.put(message, body)

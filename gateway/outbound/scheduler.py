@@ -157,6 +157,12 @@ class SignerLike(Protocol):
         ...
 
 
+# Builds the note telling a sender which recipients got a portal link.
+PortalNotice = Callable[[QueuedMessage, Sequence[str]], bytes]
+# Looks at each message once, at its first attempt (keys and certificates to learn).
+Observer = Callable[[QueuedMessage, bytes], Awaitable[None]]
+
+
 # --- internal records -----------------------------------------------------------
 
 
@@ -192,6 +198,18 @@ class _AttemptContext:
 
     remaining: int
     signed: dict[int, tuple[bytes, asyncio.Future[bytes]]] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # why each recipient's method
+    portal_delivered: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What one transaction (or local handling) of a copy produced."""
+
+    results: dict[str, tuple[ResultStatus, int | None, str]]
+    remote: str = ""
+    tls: Mapping[str, Any] | None = None
+    tls_failure: str | None = None
 
 
 def _result_status(status: str) -> ResultStatus:
@@ -201,6 +219,13 @@ def _result_status(status: str) -> ResultStatus:
     if status == "permanent":
         return "permanent"
     return "transient"
+
+
+def _method_label(method: Method) -> str:
+    """The name a delivery record shows: "tls" for verified TLS, else the handler's name."""
+    if method.name == "smtp" and method.tls == "verified":
+        return "tls"
+    return method.name
 
 
 def _iso(ts: float) -> str:
@@ -219,6 +244,8 @@ class Scheduler:
         signer: SignerLike | None,
         *,
         methods: MethodStage | None = None,
+        portal_notice: PortalNotice | None = None,
+        observe: Observer | None = None,
         max_active: int = DEFAULT_MAX_ACTIVE,
         control_interval: float = 1.0,
     ) -> None:
@@ -228,6 +255,8 @@ class Scheduler:
         self._transport = transport
         self._signer = signer
         self._methods = methods or MethodStage()
+        self._portal_notice_builder = portal_notice
+        self._observe = observe
         self._max_active = max_active
         self._control_interval = control_interval
 
@@ -428,18 +457,32 @@ class Scheduler:
             return str(self._cfg.relay_host), domain
         return domain, domain
 
-    def _plan(self, msg: QueuedMessage, pending: Sequence[RecipientStatus]) -> list[_Group]:
+    async def _plan(
+        self,
+        msg: QueuedMessage,
+        data: bytes,
+        pending: Sequence[RecipientStatus],
+        ctx: _AttemptContext,
+    ) -> list[_Group]:
+        planned = await self._methods.plan(msg, data, [r.address for r in pending])
         buckets: dict[tuple[str, Method], tuple[str, list[str]]] = {}
+        groups: list[_Group] = []
         for rcpt in pending:
             dest, domain = self._destination(rcpt.address)
-            method = self._methods.choose(msg, rcpt.address)
-            buckets.setdefault((dest, method), (domain, []))[1].append(rcpt.address)
+            choice = planned[rcpt.address]
+            ctx.reasons[rcpt.address] = choice.reason
+            if self._methods.per_recipient(choice.method):
+                groups.append(_Group(dest, domain, choice.method, (rcpt.address,)))
+                continue
+            buckets.setdefault((dest, choice.method), (domain, []))[1].append(rcpt.address)
         size = self._cfg.max_recipients_per_transaction
-        return [
+        groups += [
             _Group(dest, domain, method, tuple(addrs[i : i + size]))
             for (dest, method), (domain, addrs) in buckets.items()
             for i in range(0, len(addrs), size)
         ]
+        ctx.remaining = len(groups)
+        return groups
 
     @contextlib.asynccontextmanager
     async def _connection_slot(self, destination: str) -> AsyncIterator[None]:
@@ -480,12 +523,12 @@ class Scheduler:
 
     async def _transact(
         self, msg: QueuedMessage, data: bytes, group: _Group, ctx: _AttemptContext
-    ) -> tuple[dict[str, tuple[ResultStatus, int | None, str]], str, Mapping[str, Any] | None]:
+    ) -> _Sent:
         """Render, sign and send one copy; results per recipient, remote and TLS facts."""
         env = msg.envelope
         out = await self._methods.render(group.method, msg, data, group.rcpts)
         if isinstance(out, LocalOutcome):
-            return {a: (out.status, out.code, out.text) for a in group.rcpts}, "", None
+            return _Sent({a: (out.status, out.code, out.text) for a in group.rcpts})
         signed = await self._sign(out.data, env.mail_from, ctx)
         async with self._connection_slot(group.destination):
             report = await self._transport.deliver(
@@ -498,7 +541,36 @@ class Scheduler:
                 tls=out.tls,
             )
         results = {r.address: (_result_status(r.status), r.code, r.text) for r in report.results}
-        return results, report.remote, report.tls
+        return _Sent(results, report.remote, report.tls, getattr(report, "tls_failure", None))
+
+    async def _send(
+        self, msg: QueuedMessage, data: bytes, group: _Group, ctx: _AttemptContext
+    ) -> tuple[_Sent, dict[str, Method]]:
+        """Send one group's copy; a protected copy whose verified TLS failed goes to the portal."""
+        sent = await self._transact(msg, data, group, ctx)
+        used = dict.fromkeys(group.rcpts, group.method)
+        if sent.tls_failure is None:
+            return sent, used
+        fallback = self._methods.fallback(msg, group.method)
+        if fallback is None:
+            return sent, used
+        results = dict(sent.results)
+        for addr in group.rcpts:
+            if results.get(addr, ("transient",))[0] == "delivered":
+                continue
+            ctx.reasons[addr] = f"{fallback.reason}: {sent.tls_failure}"
+            log.event(
+                "method_fallback",
+                id=msg.id,
+                rcpt=addr,
+                method=fallback.method.name,
+                reason=sent.tls_failure,
+            )
+            single = _Group(group.destination, group.domain, fallback.method, (addr,))
+            again = await self._transact(msg, data, single, ctx)
+            results[addr] = again.results.get(addr, ("transient", None, "4.3.0 Internal error"))
+            used[addr] = fallback.method
+        return _Sent(results, sent.remote, sent.tls, sent.tls_failure), used
 
     async def _run_group(
         self,
@@ -508,8 +580,10 @@ class Scheduler:
         ctx: _AttemptContext,
     ) -> list[_Outcome]:
         mid = msg.id
+        used = dict.fromkeys(group.rcpts, group.method)
         try:
-            results, remote, tls = await self._transact(msg, data, group, ctx)
+            sent, used = await self._send(msg, data, group, ctx)
+            results, remote, tls = sent.results, sent.remote, sent.tls
         except Exception as exc:
             # Fail closed: a rendering or signing error is temporary, never a plaintext fallback.
             log.event(
@@ -527,6 +601,7 @@ class Scheduler:
         for addr in group.rcpts:
             result, code, text = results.get(addr, ("transient", None, "4.3.0 Internal error"))
             prev = current[addr]
+            method = _method_label(used[addr])
             status = replace(
                 prev,
                 attempts=prev.attempts + 1,
@@ -535,16 +610,21 @@ class Scheduler:
                 remote=remote,
                 tls=dict(tls) if tls is not None else None,
                 state="delivered" if result == "delivered" else "pending",
+                method=method,
+                method_reason=ctx.reasons.get(addr, ""),
             )
             outcomes.append(_Outcome(result, status))
             if result == "delivered":
+                if method == "portal":
+                    ctx.portal_delivered.append(addr)
                 log.event(
                     "delivered",
                     id=mid,
                     rcpt=addr,
                     remote=remote,
                     code=code,
-                    method=group.method.name,
+                    method=method,
+                    reason=ctx.reasons.get(addr, ""),
                     tls_version=tls.get("version") if tls else None,
                     tls_cipher=tls.get("cipher") if tls else None,
                     tls_verified=tls.get("verified") if tls else None,
@@ -601,8 +681,10 @@ class Scheduler:
                 outcomes.append(_Outcome("transient", status))
             self._messages[mid] = msg.with_recipients([o.status for o in outcomes])
         else:
-            groups = self._plan(msg, pending)
-            ctx = _AttemptContext(remaining=len(groups))
+            if msg.attempts == 0 and self._observe is not None:
+                await self._observe_safely(msg, data)
+            ctx = _AttemptContext(remaining=0)
+            groups = await self._plan(msg, data, pending, ctx)
             if len(groups) == 1:
                 batches = [await self._run_group(msg, data, groups[0], ctx)]
             else:
@@ -610,6 +692,8 @@ class Scheduler:
                     *(self._run_group(msg, data, g, ctx) for g in groups)
                 )
             outcomes = [o for batch in batches for o in batch]
+            if ctx.portal_delivered:
+                await self._portal_notice(msg, ctx.portal_delivered)
         if mid not in self._messages or mid in self._forgotten:
             return  # deleted while in flight: the results are discarded
         await self._conclude(mid, outcomes, data)
@@ -760,6 +844,43 @@ class Scheduler:
         )
         self._add(queued)
         return True
+
+    async def _observe_safely(self, msg: QueuedMessage, data: bytes) -> None:
+        """Let the key stores learn from the message; their failure never delays delivery."""
+        assert self._observe is not None
+        try:
+            await self._observe(msg, data)
+        except Exception as exc:
+            log.event("observe_error", level=logging.ERROR, id=msg.id, error=type(exc).__name__)
+            _log.debug("observe failed", exc_info=exc)
+
+    async def _portal_notice(self, msg: QueuedMessage, rcpts: Sequence[str]) -> None:
+        """Tell the sender which recipients will read the message in the portal."""
+        build = self._portal_notice_builder
+        if build is None or not self._wants_dsn(msg):
+            return
+        env = msg.envelope
+        now = time.time()
+        try:
+            data = build(msg, rcpts)
+            notice_env = Envelope(
+                mail_from="",
+                rcpt_to=(env.mail_from,),
+                received_at=now,
+                client=ClientInfo(ip="127.0.0.1", helo=self._hostname),
+                smtputf8=not env.mail_from.isascii(),
+                # A notice about a notice is never sent, as for DSNs.
+                is_dsn=True,
+            )
+            queued = await self._spool.put(notice_env, data, {"portal_notice_for": msg.id})
+        except Exception as exc:
+            # The recipients have their mail; a lost notice is worth a log line, not a retry.
+            log.event(
+                "portal_notice_failed", level=logging.ERROR, id=msg.id, error=type(exc).__name__
+            )
+            return
+        log.event("portal_notice_queued", id=queued.id, original_id=msg.id, rcpts=len(rcpts))
+        self._add(queued)
 
     # --- control requests from `sealgate queue` ------------------------------------
 
