@@ -25,6 +25,9 @@ _COMMAND_MODULES = (
     "gateway.dnsrecords",
     "gateway.scancli",
     "gateway.quarantinecli",
+    "gateway.portalcli",
+    "gateway.auditcli",
+    "portal.cli",
 )
 
 
@@ -67,8 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return 2
+    # Commands that change mail or keys are recorded in the audit trail.
+    from gateway.audit.admin import run_audited
+
     try:
-        return func(cfg, args)
+        return run_audited(cfg, args, func)
     except KeyboardInterrupt:
         return 130
 

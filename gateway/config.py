@@ -369,6 +369,30 @@ class PortalConfig(_Section):
         "To read it you will confirm your email address with a one-time code."
     )
     notify_sender: bool = True  # tell the sender which recipients got a portal link
+    # --- the web portal process (portal/) ---
+    tls: TLSFiles | None = None  # serve HTTPS itself; null: plain HTTP behind a TLS proxy
+    # Cookies marked Secure (sent over HTTPS only); null: when base_url is https://.
+    secure_cookies: bool | None = None
+    trusted_proxies: list[str] = []  # proxies whose X-Forwarded-For/-Proto are believed
+    # Where the portal submits mail (codes, replies, read notices) so it passes the
+    # policy engine: "host:port"; null: the gateway's first smtp.listen address.
+    submit: HostPort | None = None
+    mail_from: str | None = None  # From of codes and notices; null: portal@hostname
+    session_idle: Duration = 900.0  # signed out after this long without a request
+    session_max: Duration = 8 * 3600.0  # signed out this long after signing in, regardless
+    code_lifetime: Duration = 600.0  # a one-time code is good for this long, once
+    code_attempts: int = Field(default=5, ge=1)  # wrong entries before a code is void
+    codes_per_hour: int = Field(default=5, ge=1)  # codes sent to one address per hour
+    lockout_failures: int = Field(default=10, ge=1)  # failed sign-ins (window) before lock-out
+    lockout_window: Duration = 900.0
+    lockout_time: Duration = 900.0  # how long an address (or client address) stays locked
+    read_notification: bool = False  # tell the sender when the recipient first opens it
+    max_reply_size: Size = 25 * 1024 * 1024  # a reply with its attachments
+
+    @field_validator("submit", mode="before")
+    @classmethod
+    def _submit(cls, v: Any) -> HostPort | None:
+        return None if v is None else parse_hostport(v, default_port=25)
 
 
 # Consumer mailbox providers: TLS to them protects the hop, but no BAA covers
@@ -461,6 +485,31 @@ class StorageConfig(_Section):
         return v
 
 
+class AuditConfig(_Section):
+    """The tamper-evident audit trail (docs/audit.md), kept in the shared storage."""
+
+    enabled: bool = True
+    # Records older than this are purged (except messages under legal hold);
+    # 6 years is HIPAA's documentation retention. 0 keeps everything.
+    retention: Duration = 6 * 365 * 86400.0
+    # null: the default event catalogue. A list of names replaces it; a list of
+    # "+name" / "-name" entries adds to or removes from it.
+    events: list[str] | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _event_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        for entry in v:
+            if not re.match(r"^[+-]?[a-z][a-z0-9_]*$", entry):
+                raise ValueError(f"{entry!r} is not an event name (optionally with + or -)")
+        signed = [e[:1] in ("+", "-") for e in v]
+        if any(signed) and not all(signed):
+            raise ValueError('use either plain names (the full list) or only "+name"/"-name"')
+        return v
+
+
 class LogConfig(_Section):
     """Logging."""
 
@@ -481,6 +530,7 @@ class Config(_Section):
     encryption: EncryptionConfig = EncryptionConfig()
     storage: StorageConfig = StorageConfig()
     log: LogConfig = LogConfig()
+    audit: AuditConfig = AuditConfig()
 
     @field_validator("dkim")
     @classmethod

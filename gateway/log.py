@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 _EVENT_LOGGER = logging.getLogger("sealgate.event")
@@ -168,6 +169,24 @@ class _JsonLineHandler(logging.Handler):
 
 _handler: _JsonLineHandler | None = None
 
+# Called with (name, level, fields) for every event, whatever the log level: the
+# audit trail records what happened even when the log shows warnings only.
+Listener = Callable[[str, int, dict[str, Any]], None]
+# Replaced whole, never changed in place: event() reads it without a lock.
+_listeners: tuple[Listener, ...] = ()
+
+
+def add_listener(listener: Listener) -> None:
+    """Have every event passed to listener, which must be quick and must not block."""
+    global _listeners
+    _listeners = (*_listeners, listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Stop passing events to listener (no error when it was not added)."""
+    global _listeners
+    _listeners = tuple(x for x in _listeners if x is not listener)
+
 
 def setup(level: str = "info", stream: TextIO | None = None) -> None:
     """Route all logging to JSON lines on a stream (stderr by default), written by a thread."""
@@ -221,6 +240,8 @@ def _only_handler() -> _JsonLineHandler | None:
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one structured event, e.g. event("delivered", id=..., rcpt=..., tls=...)."""
+    if _listeners:
+        _notify(name, level, fields)
     if not _EVENT_LOGGER.isEnabledFor(level):
         return
     handler = _only_handler()
@@ -228,3 +249,12 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
         handler.event(level, name, fields)
     else:
         _EVENT_LOGGER.handle(_event_record(level, name, fields))
+
+
+def _notify(name: str, level: int, fields: dict[str, Any]) -> None:
+    for listener in _listeners:
+        try:
+            listener(name, level, fields)
+        except Exception:
+            # A listener's bug must not stop the event from being logged or the caller.
+            logging.getLogger(__name__).debug("event listener failed", exc_info=True)
