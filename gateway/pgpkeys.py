@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway import log
 from gateway.config import Config
 from gateway.pgp.directory import normalize_address, pgp_home
 from gateway.pgp.keyring import KeyInfo, Keyring, KeyringError, normalize_fingerprint
@@ -207,6 +208,7 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
         keyring.import_key(data, key.fingerprint)
         stored = keyring.get(key.fingerprint) or key
         status = stored.status()
+        log.event("pgp_key_imported", fingerprint=key.fingerprint, addresses=targets)
         for addr in targets:
             old = state.binding(addr)
             state.bind(addr, key.fingerprint, "admin")
@@ -306,6 +308,7 @@ def cmd_remove(cfg: Config, args: argparse.Namespace) -> int:
             raise _Failed(f"key {fingerprint} is a signing key; remove it with gpg")
         if not addresses and not deleted:
             raise _Failed(f"no key {fingerprint}")
+        log.event("pgp_key_removed", fingerprint=fingerprint, addresses=addresses)
         for addr in addresses:
             print(f"removed: {addr} ({fingerprint})")
         if not addresses:
@@ -316,6 +319,7 @@ def cmd_remove(cfg: Config, args: argparse.Namespace) -> int:
     if old is None:
         raise _Failed(f"no key for {addr}")
     _drop_if_unused(keyring, state, old.fingerprint)
+    log.event("pgp_key_removed", fingerprint=old.fingerprint, addresses=[addr])
     print(f"removed: {addr} ({old.fingerprint})")
     return 0
 
@@ -377,6 +381,7 @@ def cmd_accept(cfg: Config, args: argparse.Namespace) -> int:
     state.bind(addr, chosen.fingerprint, "accepted")
     if old is not None and old.fingerprint != chosen.fingerprint:
         _drop_if_unused(keyring, state, old.fingerprint)
+    log.event("pgp_key_accepted", fingerprint=chosen.fingerprint, address=addr)
     print(f"{addr}: {chosen.fingerprint}")
     return 0
 
@@ -387,6 +392,7 @@ def cmd_reject(cfg: Config, args: argparse.Namespace) -> int:
     addr, pending = _chosen(state, args)
     for p in pending:
         state.reject_pending(addr, p.fingerprint)
+        log.event("pgp_key_rejected", fingerprint=p.fingerprint, address=addr)
         print(f"rejected: {addr} {p.fingerprint}")
     return 0
 

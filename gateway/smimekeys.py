@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from gateway import log
 from gateway.config import Config
 from gateway.smime.store import (
     CertificateError,
@@ -134,6 +135,13 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
                 print(f"{_PROG}: {name}: skipped {subject}: {exc}", file=sys.stderr)
                 continue
             kept += 1
+            if new:
+                log.event(
+                    "smime_certificate_imported",
+                    fingerprint=info.fingerprint,
+                    emails=list(info.emails),
+                    not_after=_day(info.not_after),
+                )
             if args.json:
                 print(json.dumps(_entry(info, time.time()) | {"new": new}))
             else:
@@ -188,6 +196,9 @@ def cmd_remove(cfg: Config, args: argparse.Namespace) -> int:
             missing.append(target)
         chosen.extend(f for f in found if f not in chosen)
     for info in store.remove(chosen):
+        log.event(
+            "smime_certificate_removed", fingerprint=info.fingerprint, emails=list(info.emails)
+        )
         print(f"Removed {info.fingerprint} ({', '.join(info.emails)})")
     for target in missing:
         print(f"{_PROG}: no certificate for {target}", file=sys.stderr)
