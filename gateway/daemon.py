@@ -189,6 +189,10 @@ async def _serve(cfg: Config, lock_fd: int) -> int:
 
 async def _start(cfg: Config, closers: list[tuple[str, Closer]], lock_fd: int) -> None:
     """Start every component in order, registering how to stop each one."""
+    from gateway.audit.recorder import start_recorder
+
+    # First in, last out: the audit trail sees every other component start and stop.
+    closers.append(("audit", start_recorder(cfg, purge=True)))
     # Imported here so `sealgate check` and other commands stay light.
     from gateway.dkim import DkimSigner
     from gateway.inbound.server import InboundServer
@@ -233,6 +237,15 @@ async def _start(cfg: Config, closers: list[tuple[str, Closer]], lock_fd: int) -
     # Registered before start: a listener that failed to bind must still release the others.
     closers.append(("inbound", lambda: inbound.stop(INBOUND_DRAIN_TIMEOUT)))
     await inbound.start()
+    # The recipient portal serves from a process of its own (portal/process.py).
+    from portal.process import PortalProcess, PortalProcessError
+
+    portal = PortalProcess(cfg)
+    closers.append(("portal", portal.stop))
+    try:
+        await portal.start()
+    except PortalProcessError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _inbound_tls_context(cfg: Config) -> ssl.SSLContext:
@@ -548,7 +561,11 @@ async def _take_notices(reader: asyncio.StreamReader, spool: Spool) -> bool:
 async def _start_outbound(
     cfg: Config, closers: list[tuple[str, Closer]], drain: list[float]
 ) -> Spool:
+    from gateway.audit.recorder import start_recorder
+
+    closers.append(("audit", start_recorder(cfg, purge=False)))
     from gateway.dkim import DkimSigner
+    from gateway.outbound import wiring
     from gateway.outbound.scheduler import Scheduler
     from gateway.outbound.transport import Transport
     from gateway.resolver import Resolver
@@ -561,9 +578,21 @@ async def _start_outbound(
     spool = Spool(cfg.data_dir, key)
     await spool.start(owner=False)
     closers.append(("spool", spool.close))
-    transport = Transport(cfg.delivery, cfg.hostname, Resolver(cfg.dns))
+    resolver = Resolver(cfg.dns)
+    outbound = await wiring.build(cfg, resolver, key)
+    closers.append(("methods", outbound.close))
+    transport = Transport(cfg.delivery, cfg.hostname, resolver, outbound.tls_policy)
     closers.append(("transport", transport.close))
-    scheduler = Scheduler(cfg.delivery, cfg.hostname, spool, transport, signer)
+    scheduler = Scheduler(
+        cfg.delivery,
+        cfg.hostname,
+        spool,
+        transport,
+        signer,
+        methods=outbound.methods,
+        portal_notice=outbound.portal_notice,
+        observe=outbound.observe,
+    )
     await scheduler.start()
     closers.append(("scheduler", lambda: scheduler.stop(drain[0])))
     return spool

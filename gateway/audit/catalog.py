@@ -140,6 +140,8 @@ CATALOG: Mapping[str, EventSpec] = {
     "portal_code_limited": _spec("recipient", "ip"),
     "portal_code_unknown_address": _spec("ip"),
     "portal_bad_link": _spec("ip"),
+    # Only the first path segment is logged ("m", "messages"), never a link token.
+    "portal_csrf_rejected": _spec("path", "ip", "session"),
     "portal_password_set": _spec("recipient"),
     "portal_totp_enabled": _spec("recipient"),
     "portal_totp_disabled": _spec("recipient"),

@@ -1,0 +1,1 @@
+"""The recipient web portal."""
