@@ -19,7 +19,7 @@ import trustme
 
 from gateway import tlsfiles
 from gateway.config import HostPort, SmtpConfig
-from gateway.inbound.handler import SpoolLike
+from gateway.inbound.handler import SpoolLike, control_fields
 from gateway.inbound.server import InboundServer
 from gateway.message import QueuedMessage
 from gateway.sealing import MasterKey
@@ -171,3 +171,13 @@ async def test_harness_accepts_a_message_from_a_connector(tmp_path: Path) -> Non
         (msg,) = gw.messages()
         assert msg.envelope.rcpt_to == ("pat@example.net",)
         assert (await gw.body(msg)).endswith(MESSAGE)
+
+
+def test_control_fields_are_kept_for_later_stages() -> None:
+    raw = (
+        b"From: app@clinic.example\r\nX-Sealgate-Expires: 7d\r\n"
+        b"x-sealgate-read-notice: yes\r\nX-Sealgate-Unknown: dropped\r\n"
+        b"Subject: statement\r\n\r\nX-Sealgate-Portal: sealed-link\r\n"
+    )
+    assert control_fields(raw) == {"x-sealgate-expires": "7d", "x-sealgate-read-notice": "yes"}
+    assert control_fields(b"From: a@b.example\r\n\r\nbody\r\n") == {}

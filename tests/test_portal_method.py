@@ -232,6 +232,17 @@ async def test_expiry_from_the_message(box: PortalBox) -> None:
     assert before <= by_id[QID].created_at <= after
 
 
+async def test_read_notice_wish_travels_with_the_stored_copy(box: PortalBox) -> None:
+    handler = PortalHandler(box, PORTAL, hostname="gw.example")
+    await render(handler, queued(control={"x-sealgate-read-notice": "yes"}), original_message())
+    await render(handler, queued("0123456789ABCDEFGJ"), original_message())
+    by_id = {m.queue_id: m for m in await box.list_messages()}
+    wanted = parse(await box.read_body(by_id[QID]))
+    assert wanted["X-Sealgate-Read-Notice"] == "yes"
+    plain = parse(await box.read_body(by_id["0123456789ABCDEFGJ"]))
+    assert plain["X-Sealgate-Read-Notice"] is None
+
+
 # --- retries and failures -------------------------------------------------------------------
 
 

@@ -81,6 +81,26 @@ def message_expiry(msg: QueuedMessage, data: bytes, default: float) -> float:
     return seconds
 
 
+READ_NOTICE_FIELD = "X-Sealgate-Read-Notice"
+
+
+def portal_copy(msg: QueuedMessage, data: bytes) -> bytes:
+    """The bytes to deposit: the message, carrying the sender's read-notice wish for the portal.
+
+    Inbound takes X-Sealgate-* fields out of the message (they are not for
+    recipients) and keeps them with the queue entry; the portal reads this one
+    from the stored copy, which only the recipient's portal session shows.
+    """
+    control: Any = msg.meta.get("control")
+    if not isinstance(control, Mapping):
+        return data
+    value = control.get(READ_NOTICE_FIELD.lower())
+    if not isinstance(value, str) or header_value(data, READ_NOTICE_FIELD) is not None:
+        return data
+    clean = value.replace("\r", " ").replace("\n", " ").strip()
+    return f"{READ_NOTICE_FIELD}: {clean}\r\n".encode() + data
+
+
 class PortalHandler:
     """Renders a portal recipient's copy: deposit the message, return the notification."""
 
@@ -118,7 +138,7 @@ class PortalHandler:
                 msg.id,
                 rcpt,
                 msg.envelope.mail_from,
-                data,
+                portal_copy(msg, data),
                 expires_in=message_expiry(msg, data, self._portal.expiry),
                 sealed_link=sealed,
             )
