@@ -638,6 +638,12 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     policy = cfg.policy
     if policy.rules:
         policy = policy.model_copy(update={"rules": fix(policy.rules)})
+    portal = cfg.portal
+    if portal.tls:
+        portal_tls = portal.tls.model_copy(
+            update={"cert": fix(portal.tls.cert), "key": fix(portal.tls.key)}
+        )
+        portal = portal.model_copy(update={"tls": portal_tls})
     return cfg.model_copy(
         update={
             "data_dir": fix(cfg.data_dir),
@@ -645,6 +651,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
             "delivery": delivery,
             "dkim": dkim,
             "policy": policy,
+            "portal": portal,
         }
     )
 
@@ -671,6 +678,9 @@ def _file_problems(cfg: Config) -> Iterator[Problem]:
         yield from check(k.key, f"dkim[{i}].key")
     if cfg.policy.rules:
         yield from check(cfg.policy.rules, "policy.rules")
+    if cfg.portal.tls:
+        yield from check(cfg.portal.tls.cert, "portal.tls.cert")
+        yield from check(cfg.portal.tls.key, "portal.tls.key")
 
 
 def parse(text: str, source: str = "<config>", base: Path | None = None) -> Config:

@@ -103,6 +103,17 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
     assert cfg.dkim[0].key == tmp_path / "k.pem"
 
 
+def test_portal_certificate_paths_follow_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "p.pem").write_text("x")
+    cfg_file = tmp_path / "sg.yaml"
+    cfg_file.write_text("portal: {tls: {cert: p.pem, key: missing.pem}}\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(cfg_file)
+    assert [p.path for p in err.value.problems] == ["portal.tls.key"]
+    (tmp_path / "missing.pem").write_text("x")
+    assert config.load(cfg_file).portal.tls.cert == tmp_path / "p.pem"  # type: ignore[union-attr]
+
+
 def test_example_config_is_valid_apart_from_its_files(tmp_path: Path) -> None:
     text = (REPO / "sealgate.example.yaml").read_text()
     for name in ("fullchain.pem", "privkey.pem", "clinic.example.sg1.key"):
