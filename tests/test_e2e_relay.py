@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import smtplib
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ def publish(dns: DnsServer) -> None:
 def argon2_hash(password: str) -> str:
     """The hash `sealgate hash-password` prints."""
     out = subprocess.run(
-        ["python", "-m", "gateway.cli", "hash-password"],
+        [sys.executable, "-m", "gateway.cli", "hash-password"],
         input=password,
         capture_output=True,
         text=True,
