@@ -120,8 +120,10 @@ def _label(pid: int, root: int) -> str:
     text = b" ".join(argv).decode(errors="replace")
     if "gateway.daemon outbound" in text:
         return "outbound"
-    if "multiprocessing" in text:
+    if "worker_main" in text or "multiprocessing" in text:
         return "scan workers"
+    if "portal.process" in text or "api.process" in text:
+        return "portal and API"
     return Path(argv[0].decode(errors="replace")).name or "other"
 
 

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import json
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import re
 import signal
+import struct
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header, decode_header, make_header
@@ -123,148 +124,219 @@ def scan_limits(timeout: float) -> Limits:
 
 
 # --- worker processes -------------------------------------------------------------------
+#
+# A worker is a Python process of its own that reads requests on its stdin and
+# answers on its stdout, in length-prefixed frames: the event loop writes and
+# reads them itself, with no pickling and no thread per scan.
+#   request: struct "!II" (header length, message length), the header as JSON
+#            ({"from": ..., "rcpt": [...]}), then the raw message
+#   reply:   struct "!I" (length), then JSON: {"ok": decision} or {"error": type name}
+# The first request carries the ruleset instead ({"text", "source", "default_name",
+# "budget"}, no message); its reply is {"ready": pid} or {"failed": reason}. End of
+# input tells the worker to exit.
+
+_REQUEST = struct.Struct("!II")
+# Messages up to this size are copied behind their header and written at once.
+_ONE_WRITE = 256 << 10
+_REPLY = struct.Struct("!I")
+# The worker imports from the daemon's own import path, as multiprocessing's spawn would.
+_WORKER_CODE = (
+    "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+    "from gateway.policy import worker_main; worker_main()"
+)
 
 
-def _worker_main(
-    conn: multiprocessing.connection.Connection, rules: RulesSource, budget: float
-) -> None:
-    """A scanning process: build the ruleset, then classify messages until told to stop."""
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def worker_main() -> None:
+    """A scanning process: read the ruleset, then classify messages until input ends."""
     # The daemon stops its workers itself once inbound has drained; a terminal's
     # Ctrl-C or the service manager's SIGTERM must not cut scans short before that.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The frames own stdin and stdout: anything a library prints goes to stderr.
+    requests = os.fdopen(os.dup(0), "rb")
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+    def read(n: int) -> bytes:
+        data = requests.read(n)
+        if len(data) != n:
+            raise EOFError
+        return data
+
+    def receive() -> tuple[Any, bytes]:
+        head, size = _REQUEST.unpack(read(_REQUEST.size))
+        return json.loads(read(head)), read(size)
+
+    def reply(value: Any) -> None:
+        body = _dumps(value)
+        replies.write(_REPLY.pack(len(body)) + body)
+        replies.flush()
+
     try:
-        ruleset = rules.build()
-        limits = scan_limits(budget)
+        init, _ = receive()
+    except (EOFError, OSError, ValueError):
+        return
+    try:
+        ruleset = RulesSource(init["text"], init["source"], init["default_name"]).build()
+        limits = scan_limits(float(init["budget"]))
         evaluate(_WARM_UP, "", ("warm-up@invalid",), ruleset, limits)
     except Exception as exc:
         with contextlib.suppress(OSError):
-            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+            reply({"failed": f"{type(exc).__name__}: {exc}"})
         return
-    conn.send(("ready", os.getpid()))
+    # The modules, lexicons and ruleset live as long as the process: out of the
+    # collector's sight, its full collections no longer walk them.
+    gc.collect()
+    gc.freeze()
+    reply({"ready": os.getpid()})
     while True:
         try:
-            request = conn.recv()
-            if request is None:
-                return
-            mail_from, rcpt_to = request
-            raw = conn.recv_bytes()
-        except (EOFError, OSError):
-            return  # the gateway went away
+            header, raw = receive()
+        except (EOFError, OSError, ValueError):
+            return  # told to stop, or the gateway went away
+        result: dict[str, Any]
         try:
-            reply: tuple[str, Any] = (
-                "ok",
-                evaluate(raw, mail_from, rcpt_to, ruleset, limits).to_json(),
-            )
+            result = {
+                "ok": evaluate(raw, header["from"], header["rcpt"], ruleset, limits).to_json()
+            }
         except Exception as exc:
             # The type only: an exception's text may quote the message.
-            reply = ("error", type(exc).__name__)
+            result = {"error": type(exc).__name__}
         try:
-            conn.send(reply)
+            reply(result)
         except OSError:
             return
 
 
 class _Worker:
-    """One scanning process and its pipe; its methods block, so they run in threads."""
+    """One scanning process and its pipes, driven from the event loop."""
 
-    def __init__(
-        self, ctx: Any, index: int, rules: RulesSource, budget: float, start_timeout: float
-    ) -> None:
-        self._ctx = ctx
+    def __init__(self, index: int, rules: RulesSource, budget: float, start_timeout: float) -> None:
         self.index = index
         self._rules = rules
         self._budget = budget
         self._start_timeout = start_timeout
-        self._proc: Any = None
-        self._conn: multiprocessing.connection.Connection | None = None
+        self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def alive(self) -> bool:
         """True while a started process serves this slot."""
-        return self._proc is not None and self._proc.is_alive()
+        return self._proc is not None and self._proc.returncode is None
 
     @property
     def pid(self) -> int | None:
         """The process id, while there is a process."""
-        return int(self._proc.pid) if self._proc is not None else None
+        return self._proc.pid if self._proc is not None else None
 
-    def spawn(self) -> None:
+    async def spawn(self) -> None:
         """Start the process and wait until it has built its ruleset."""
-        self.kill()
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_worker_main,
-            args=(child, self._rules, self._budget),
-            name=f"sealgate-scan-{self.index}",
-            daemon=True,
-        )
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, parent
+        await self.kill()
         try:
-            if not parent.poll(self._start_timeout):
-                raise PolicyStartError(
-                    f"policy worker did not start within {self._start_timeout:g}s"
-                )
-            status, value = parent.recv()
-            if status != "ready":
-                raise PolicyStartError(f"policy worker failed to start: {value}")
-        except (EOFError, OSError):
-            self.kill()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _WORKER_CODE,
+                json.dumps(sys.path),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise PolicyStartError(f"policy worker could not start: {exc}") from None
+        self._proc = proc
+        init = {
+            "text": self._rules.text,
+            "source": self._rules.source,
+            "default_name": self._rules.default_name,
+            "budget": self._budget,
+        }
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                status = await self._call(init, b"")
+        except TimeoutError:
+            await self.kill()
             raise PolicyStartError(
-                f"policy worker exited while starting (exit code {proc.exitcode})"
+                f"policy worker did not start within {self._start_timeout:g}s"
             ) from None
-        except PolicyStartError:
-            self.kill()
-            raise
+        except (EOFError, OSError, ValueError):
+            code = await self._exit_code()
+            await self.kill()
+            raise PolicyStartError(
+                f"policy worker exited while starting (exit code {code})"
+            ) from None
+        if not isinstance(status, dict) or "ready" not in status:
+            await self.kill()
+            detail = status.get("failed") if isinstance(status, dict) else None
+            raise PolicyStartError(f"policy worker failed to start: {detail}")
 
-    def scan(self, raw: bytes, mail_from: str, rcpt_to: Sequence[str], timeout: float) -> Any:
+    async def _call(self, header: dict[str, Any], raw: bytes) -> Any:
+        """Send one request and read its reply (raises EOFError or OSError on a dead pipe)."""
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise EOFError
+        head = _dumps(header)
+        frame = _REQUEST.pack(len(head), len(raw)) + head
+        if len(raw) <= _ONE_WRITE:
+            proc.stdin.write(frame + raw)  # one system call for most mail
+        else:
+            proc.stdin.write(frame)
+            proc.stdin.write(raw)
+        await proc.stdin.drain()
+        (size,) = _REPLY.unpack(await proc.stdout.readexactly(_REPLY.size))
+        return json.loads(await proc.stdout.readexactly(size))
+
+    async def scan(self, raw: bytes, mail_from: str, rcpt_to: Sequence[str]) -> Any:
         """Classify one message: the decision's JSON, or PolicyUnavailable."""
-        deadline = time.monotonic() + timeout
-        conn = self._conn
-        if conn is None or not self.alive:
+        if not self.alive:
             # Its replacement failed to start (and is tried again after this scan).
-            self.kill()
+            await self.kill()
             raise PolicyUnavailable("unavailable", "policy worker is not running")
         try:
-            conn.send((mail_from, list(rcpt_to)))
-            conn.send_bytes(raw)
-            left = deadline - time.monotonic()
-            if left <= 0 or not conn.poll(left):
-                # Overran: the process may be stuck (a pathological regular expression,
-                # say). Killing it is the only way to get the CPU back.
-                self.kill()
-                raise PolicyUnavailable("timeout", f"no decision within {timeout:g}s")
-            status, value = conn.recv()
-        except (EOFError, OSError):
-            code = self._proc.exitcode if self._proc is not None else None
-            self.kill()
+            reply = await self._call({"from": mail_from, "rcpt": list(rcpt_to)}, raw)
+        except (EOFError, OSError, ValueError):
+            code = await self._exit_code()
+            await self.kill()
             raise PolicyUnavailable("crashed", f"policy worker died (exit code {code})") from None
-        if status != "ok":
-            raise PolicyUnavailable("error", str(value))
-        return value
+        if not isinstance(reply, dict) or "ok" not in reply:
+            error = reply.get("error") if isinstance(reply, dict) else None
+            raise PolicyUnavailable("error", str(error))
+        return reply["ok"]
 
-    def stop(self) -> None:
+    async def _exit_code(self) -> int | None:
+        """The exit code of a process whose pipe broke (it is about to be reaped)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(proc.wait(), 1.0)
+        return proc.returncode
+
+    async def stop(self) -> None:
         """Ask the process to exit; kill it if it does not within a grace period."""
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.send(None)
-        if self._proc is not None:
-            self._proc.join(_WORKER_EXIT_GRACE)
-        self.kill()
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()  # end of input: the worker exits
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), _WORKER_EXIT_GRACE)
+        await self.kill()
 
-    def kill(self) -> None:
-        """End the process at once (it may be busy) and forget it."""
-        proc, conn = self._proc, self._conn
-        self._proc = self._conn = None
-        if proc is not None:
-            if proc.is_alive():
+    async def kill(self) -> None:
+        """End the process at once (it may be busy), reap it and forget it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            proc.join()
-            proc.close()
-        if conn is not None:
-            conn.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        await proc.wait()
 
 
 class Scanner:
@@ -281,16 +353,10 @@ class Scanner:
         self._rules = rules
         self._timeout = timeout
         self._count = max(1, workers)
-        # spawn, not fork: the daemon has threads (spool I/O, logging) whose locks
-        # a forked child could inherit held.
-        ctx = multiprocessing.get_context("spawn")
-        self._workers = [_Worker(ctx, i, rules, timeout, start_timeout) for i in range(self._count)]
-        # One thread per scan in flight and one per worker being replaced.
-        self._threads = ThreadPoolExecutor(
-            max_workers=2 * self._count, thread_name_prefix="policy-scan"
-        )
+        self._workers = [_Worker(i, rules, timeout, start_timeout) for i in range(self._count)]
         self._idle: asyncio.Queue[_Worker] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Scans and replacements in flight (kept referenced until they end).
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     @property
@@ -304,12 +370,8 @@ class Scanner:
 
     async def start(self) -> None:
         """Start every worker; raise PolicyStartError if any cannot start."""
-        self._loop = asyncio.get_running_loop()
         self._idle = asyncio.Queue()
-        results = await asyncio.gather(
-            *(self._loop.run_in_executor(self._threads, w.spawn) for w in self._workers),
-            return_exceptions=True,
-        )
+        results = await asyncio.gather(*(w.spawn() for w in self._workers), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             await self.close()
@@ -332,22 +394,21 @@ class Scanner:
         )
 
     async def close(self) -> None:
-        """Stop the workers (scans still running are cut short) and the threads."""
+        """Stop the workers (scans still running are cut short)."""
         if self._closed:
             return
         self._closed = True
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._threads, w.stop) for w in self._workers),
-            return_exceptions=True,
-        )
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        await asyncio.gather(*(w.stop() for w in self._workers), return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def classify(self, raw: bytes, mail_from: str, rcpt_to: Sequence[str]) -> Decision:
         """The decision for one message; raises PolicyUnavailable (fail closed)."""
-        if self._closed or self._idle is None or self._loop is None:
+        if self._closed or self._idle is None:
             raise PolicyUnavailable("unavailable", "policy scanner is not running")
-        loop = self._loop
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
@@ -356,59 +417,71 @@ class Scanner:
             raise PolicyUnavailable(
                 "timeout", f"no policy worker free within {self._timeout:g}s"
             ) from None
-        left = max(0.0, deadline - loop.time())
-        try:
-            cf = self._threads.submit(worker.scan, raw, mail_from, tuple(rcpt_to), left)
-        except RuntimeError:
-            self._idle.put_nowait(worker)
-            raise PolicyUnavailable("unavailable", "policy scanner is shutting down") from None
-        # The worker goes back to the pool when its thread is done, not when this
-        # coroutine is: a cancelled caller must not hand out a busy worker.
-        cf.add_done_callback(lambda _: self._after_scan(worker))
-        value = await asyncio.wrap_future(cf)
+        # The scan is a task of its own, and the worker goes back to the pool when
+        # the scan is over, not when this coroutine is: a cancelled caller must
+        # not hand out a worker with a reply still on its way.
+        task = loop.create_task(self._scan(worker, raw, mail_from, tuple(rcpt_to), deadline))
+        self._track(task)
+        value = await asyncio.shield(task)
         try:
             return Decision.from_json(value)
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyUnavailable("error", f"unreadable decision: {type(exc).__name__}") from None
 
+    async def _scan(
+        self,
+        worker: _Worker,
+        raw: bytes,
+        mail_from: str,
+        rcpt_to: Sequence[str],
+        deadline: float,
+    ) -> Any:
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await worker.scan(raw, mail_from, rcpt_to)
+            except TimeoutError:
+                # Overran: the process may be stuck (a pathological regular expression,
+                # say). Killing it is the only way to get the CPU back.
+                await worker.kill()
+                raise PolicyUnavailable(
+                    "timeout", f"no decision within {self._timeout:g}s"
+                ) from None
+        finally:
+            self._after_scan(worker)
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _after_scan(self, worker: _Worker) -> None:
-        """Called in the scan's thread: return the worker, replacing a killed process first."""
-        if self._closed:
+        """Return the worker to the pool, replacing a dead process first."""
+        if self._closed or self._idle is None:
             return
         if worker.alive:
-            self._give_back(worker)
+            self._idle.put_nowait(worker)
             return
-        try:
-            replacement = self._threads.submit(self._replace, worker)
-        except RuntimeError:
-            return  # shutting down
-        replacement.add_done_callback(lambda _: self._give_back(worker))
+        self._track(asyncio.get_running_loop().create_task(self._replace(worker)))
 
-    def _replace(self, worker: _Worker) -> None:
-        if self._closed:
-            return
+    async def _replace(self, worker: _Worker) -> None:
         started = time.monotonic()
         try:
-            worker.spawn()
+            await worker.spawn()
         except PolicyStartError as exc:
             # The slot returns all the same: its next scan fails fast (451), and the
             # slot is replaced again after it.
             log.event("policy_worker_failed", logging.ERROR, worker=worker.index, reason=str(exc))
-            return
-        log.event(
-            "policy_worker_replaced",
-            logging.WARNING,
-            worker=worker.index,
-            pid=worker.pid,
-            seconds=round(time.monotonic() - started, 3),
-        )
-
-    def _give_back(self, worker: _Worker) -> None:
-        loop, idle = self._loop, self._idle
-        if loop is None or idle is None or self._closed:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
-            loop.call_soon_threadsafe(idle.put_nowait, worker)
+        else:
+            log.event(
+                "policy_worker_replaced",
+                logging.WARNING,
+                worker=worker.index,
+                pid=worker.pid,
+                seconds=round(time.monotonic() - started, 3),
+            )
+        finally:
+            if not self._closed and self._idle is not None:
+                self._idle.put_nowait(worker)
 
 
 def worker_count(cfg: PolicyConfig) -> int:

@@ -7,8 +7,10 @@ loop. Any exception here is the caller's cue to fail closed (4xx).
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from policies import decision
 from policies.detect import Detector, default_detectors, scan_segment
@@ -31,7 +33,27 @@ def evaluate(
     limits: Limits = Limits(),  # noqa: B008 - frozen dataclass
 ) -> decision.Decision:
     """Classify one message and apply the ruleset to it."""
-    return decide(extract(raw, limits), mail_from, rcpt_to, ruleset, size=len(raw))
+    with _collector_paused():
+        return decide(extract(raw, limits), mail_from, rcpt_to, ruleset, size=len(raw))
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold Python's cyclic garbage collector off while one message is classified.
+
+    A patient list yields hundreds of thousands of findings (tuples the
+    collector tracks), and its collections would traverse them again and again
+    while they pile up: 10-20% of the time of a large table. Nothing here
+    builds reference cycles worth collecting early; the collector resumes after.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def decide(

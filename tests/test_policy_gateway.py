@@ -165,7 +165,7 @@ def wait_until(predicate: Any, timeout: float = WAIT) -> None:
 
 
 @pytest.mark.slow
-def test_default_policy_delivers_business_mail_holds_phi_refuses_phi_in_subject(
+def test_default_policy_delivers_business_mail_protects_phi_refuses_phi_in_subject(
     tmp_path: Path,
     dns_server: DnsServer,
     sink_factory: SinkFactory,
@@ -183,23 +183,22 @@ def test_default_policy_delivers_business_mail_holds_phi_refuses_phi_in_subject(
     (event,) = gw.wait_for_event("policy", WAIT, id=plain_id)
     assert event["verdict"] == "none" and event["outcome"] == "queued"
 
-    # A message with PHI is accepted but held: policy requires encryption and no
-    # encryption method exists yet, so it is deferred, never sent in plaintext.
+    # A message with PHI never leaves in plaintext: the partner has no certificate, no
+    # key and no verifiable TLS, so the message waits in the portal and the MX only
+    # gets a notification that names no patient.
     phi_id = queued_id(send(cfg, message("Referral", PHI_BODY)))
     (event,) = gw.wait_for_event("policy", WAIT, id=phi_id)
     assert event["verdict"] == "phi" and event["actions"] == ["require_encryption"]
     assert event["findings"]["patient-name"] >= 1 and event["matched_rules"] == ["phi"]
-    deferred = gw.wait_for_event("deferred", WAIT, count=2, id=phi_id)
-    assert all(e["reason"].startswith("4.7.0 Held: policy requires encryption") for e in deferred)
-    assert len(sink.messages) == 1
-
-    shown = sealgate(cfg, "queue", "show", phi_id, "--json")
+    (delivered,) = gw.wait_for_event("delivered", WAIT, id=phi_id)
+    assert delivered["method"] == "portal"
+    notice = sink.wait_for(2, WAIT)[1]
+    assert PATIENT_LAST.encode() not in notice.data and b"/m/" in notice.data
+    shown = sealgate(cfg, "portal", "list", "--id", phi_id, "--json")
     assert shown.returncode == 0, shown.stderr
-    decision = json.loads(shown.stdout)["meta"]["decision"]
-    assert decision["verdict"] == "phi" and decision["action"] == "require_encryption"
-    assert {f["masked"] for f in decision["findings"]} >= {"M*** T***"}
-    listing = sealgate(cfg, "queue", "show", phi_id)
-    assert "4.7.0 Held" in listing.stdout and PATIENT_LAST not in listing.stdout
+    (copy,) = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert copy["recipient"] == "bob@partner.example"
+    assert PATIENT_LAST not in shown.stdout
 
     # PHI in the subject line: refused at DATA with the rule's reason, nothing queued.
     before = spooled(cfg)
@@ -211,7 +210,7 @@ def test_default_policy_delivers_business_mail_holds_phi_refuses_phi_in_subject(
     assert spooled(cfg) == before
     (refused,) = gw.wait_for_event("policy", WAIT, outcome="refused")
     assert refused["id"] is None and refused["matched_rules"] == ["phi-in-subject"]
-    assert len(sink.messages) == 1
+    assert len(sink.messages) == 2
     assert gw.stop() == 0
     assert_no_phi(gw)
 
@@ -335,12 +334,15 @@ def test_shadow_mode_records_what_rules_would_do_and_enforces_the_baseline(
     assert event["would_apply"] == ["require_encryption", "strip_subject_tag"]
     assert event["matched_rules"] == ["tagged-secure"]
 
-    # The baseline is enforced all the same: PHI is held, never sent in plaintext.
+    # The baseline is enforced all the same: PHI is never sent in plaintext (here the
+    # partner can only be reached through the portal, so its MX gets a notice).
     phi = queued_id(send(cfg, message("Referral", PHI_BODY)))
     (event,) = gw.wait_for_event("policy", WAIT, id=phi)
     assert event["actions"] == ["require_encryption"] and "baseline-phi" in event["matched_rules"]
-    gw.wait_for_event("deferred", WAIT, id=phi)
-    assert len(sink.messages) == 1
+    (delivered,) = gw.wait_for_event("delivered", WAIT, id=phi)
+    assert delivered["method"] == "portal"
+    notice = sink.wait_for(2, WAIT)[1]
+    assert PATIENT_LAST.encode() not in notice.data
     assert gw.stop() == 0
     assert_no_phi(gw)
 
@@ -365,7 +367,8 @@ def worker_pids(gw: GatewayProcess) -> list[int]:
     children: list[int] = []
     for task in Path(f"/proc/{gw.pid}/task").iterdir():
         children += [int(p) for p in (task / "children").read_text().split()]
-    return [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    # Workers run gateway.policy.worker_main (see the command line of _Worker.spawn).
+    return [p for p in children if b"worker_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -297,6 +297,17 @@ _ID_CANDIDATE_RE = re.compile(
 _TOKEN_HEAD_RE = re.compile(r"[a-z0-9-]+")
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 _PHRASE_SEPARATORS = frozenset(":#=.-\u2013")
+# The last word of every keyword in _ID_FAMILIES (a test keeps the two in step).
+_KEYWORD_ENDS = (
+    "mrn", "mr", "record", "number", "rec", "chart", "patient", "id", "emr", "ehr",
+    "encounter", "csn", "hospital", "unit", "member", "subscriber", "insurance", "medicaid",
+    "beneficiary", "plan", "holder", "card", "recipient", "enrollee", "acct", "account",
+    "claim", "icn", "auth", "authorization", "policy", "license", "licence", "dl", "passport",
+)  # fmt: skip
+_SUFFIX_WORDS = ("", "no", "num", "number", "id", "identifier")
+_PHRASE_ENDS = (*_KEYWORD_ENDS, *_SUFFIX_WORDS[1:], "is", "of")
+_LONGEST_END = len("identifier") + len("is") + max(map(len, _KEYWORD_ENDS))
+_LETTERS_RE = re.compile(r"[a-z]+")
 
 
 def _keyword_before(low: str, start: int) -> re.Match[str] | None:
@@ -309,6 +320,32 @@ def _keyword_before(low: str, start: int) -> re.Match[str] | None:
         i -= 1
     if i < lo or not ("a" <= low[i] <= "z"):
         return None
+    # A keyword phrase ends in one of _KEYWORD_ENDS, followed at most by a suffix
+    # word ("no", "id"...) and "is"/"of", maybe without a space between: one of
+    # the last three words must end so. Most numbers in prose fail this at once,
+    # before the search of every keyword.
+    words = _LETTERS_RE.findall(low, max(0, start - _ID_GAP - _LONGEST_END), start)
+    if not any(_may_end_phrase(w) for w in words[-3:]):
+        return None
+    return _keyword_search(low, lo, start)
+
+
+def _may_end_phrase(word: str) -> bool:
+    """Whether a keyword phrase may end with this run of letters (a superset)."""
+    if not word.endswith(_PHRASE_ENDS):
+        return False
+    for tail in ("", "is", "of"):
+        if not word.endswith(tail):
+            continue
+        rest = word[: len(word) - len(tail)]
+        for suffix in _SUFFIX_WORDS:
+            if rest.endswith(suffix) and rest[: len(rest) - len(suffix)].endswith(_KEYWORD_ENDS):
+                return True
+    return False
+
+
+def _keyword_search(low: str, lo: int, start: int) -> re.Match[str] | None:
+    """The first keyword phrase in low[lo:start] that ends right at `start`, or None."""
     for k in _ID_KEYWORD_RE.finditer(low, lo, start):
         if k.end() < start - _ID_GAP:
             continue
@@ -326,6 +363,8 @@ class KeywordIdDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
+        if not ctx.digits:
+            return  # every candidate, and every id cell, holds digits
         text = seg.text
         taken: set[int] = set()
         # Anchored on numbers (rare in prose) rather than on keywords ("patient",
@@ -527,11 +566,15 @@ class PhoneDetector:
         if not ctx.digits:
             return
         matches = [m for r in _PHONE_RES for m in r.finditer(seg.text)]
+        if not matches:
+            return
+        # Every fax label holds one of these: without them no number is a fax.
+        faxes = "fax" in low or "f:" in low
         for m in sorted(matches, key=lambda m: m.start()):
             if not starts_token(seg.text, m.start(), "/.-"):
                 continue
             number = m.group(1) + m.group(2) + m.group(3)
-            fax = near(low, m.start(), m.end(), _FAX_RE, 15, 0)
+            fax = faxes and near(low, m.start(), m.end(), _FAX_RE, 15, 0)
             yield Finding(
                 "fax" if fax else "phone",
                 self.version,

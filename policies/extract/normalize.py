@@ -52,9 +52,19 @@ def normalize(text: str) -> str:
         text = text.replace("\u2028", "\n").replace("\u2029", "\n")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _HSPACE.sub(" ", text)
-    text = _EDGE.sub("\n", text)
-    text = _BLANK_LINES.sub("\n\n", text)
+    if text.isascii() and "\t" not in text and "\x0b" not in text and "\x0c" not in text:
+        # Plain spaces are the only horizontal whitespace left (the C0 controls that
+        # count as whitespace went above): the patterns below, tried at every
+        # position, reduce to substring tests and runs of spaces.
+        if "  " in text:
+            text = _SPACES.sub(" ", text)
+        if " \n" in text or "\n " in text:
+            text = _EDGE.sub("\n", text)
+    else:
+        text = _HSPACE.sub(" ", text)
+        text = _EDGE.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
 
 

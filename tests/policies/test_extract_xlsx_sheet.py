@@ -1,0 +1,73 @@
+"""The quick worksheet reader reads every sheet exactly as ElementTree does, or declines."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.extract.office import _element_rows, _fast_rows, _fast_sheet, _Workbook
+
+NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+BOOK = _Workbook(shared=["Patient", "Jane Roe"], dates=frozenset({3}), date1904=False)
+
+
+def sheet(rows: str) -> bytes:
+    head = f'<?xml version="1.0" encoding="UTF-8"?>\n<worksheet {NS}><sheetData>'
+    return f"{head}{rows}</sheetData></worksheet>".encode()
+
+
+READABLE = [
+    # the forms spreadsheet programs write
+    '<row r="1"><c r="A1" t="s"><v>0</v></c>'
+    '<c r="B1" s="1" t="inlineStr"><is><t>MRN</t></is></c></row>'
+    '<row r="2"><c r="A2" t="s"><v>1</v></c><c r="C2" s="3"><v>21900</v></c>'
+    '<c r="D2"><v>1.2345678E8</v></c><c r="E2" t="b"><v>1</v></c></row>',
+    # attributes in another order, single quotes, spaces, no r at all
+    "<row r='4' spans='1:3'><c t='s' r='B4'><v>1</v></c><c><v>7</v></c>"
+    '<c  s = "3" ><v>40000</v></c></row>',
+    # references, line ends, rich text and phonetic runs, preserved spaces
+    '<row r="5"><c r="A5" t="inlineStr"><is><r><t>Jane </t></r>'
+    "<r><rPr><b/></rPr><t>R&amp;oe &#233;&#xE9;</t>"
+    '</r><rPh><t>ro</t></rPh></is></c><c r="B5" t="str"><f>A1</f><v>x\r\ny\rz</v></c>'
+    '<c r="C5" t="inlineStr"><is><t xml:space="preserve">  a &lt;b&gt; </t></is></c></row>',
+    # empty cells and rows, self-closing ones, a row with no r, cells outside rows
+    '<row r="6"/><row r="7"><c r="A7"/><c r="B7" t="s"/><c r="C7"><v/></c></row>'
+    "<row><c><v>3</v></c></row>"
+    '<c r="Z9"><v>5</v></c><row r="10"></row>',
+    # values that read as nothing, bad style and shared index
+    '<row r="11"><c r="A11" t="s"><v>99</v></c><c r="B11" s="x"><v>2</v></c>'
+    '<c r="C11" t="e"><v>#N/A</v></c>'
+    '<c r="D11" t="d"><v>2024-01-02</v></c><c r="E11" t="inlineStr"><is><t></t></is></c></row>',
+]
+
+
+@pytest.mark.parametrize("rows", READABLE)
+def test_the_quick_reader_agrees_with_elementtree(rows: str) -> None:
+    data = sheet(rows)
+    slow = list(_element_rows(data, BOOK))
+    text = _fast_sheet(data)
+    assert text is not None
+    assert list(_fast_rows(text, BOOK)) == slow
+    assert any(cells for _, cells in slow)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        sheet('<row r="1"><c r="A1"><v>1</v></c></row>').replace(b"UTF-8", b"ISO-8859-1"),
+        sheet('<row r="1"><x:c r="A1" xmlns:x="urn:x"><x:v>1</x:v></x:c></row>'),
+        sheet('<row r="1"><c r="A1"><v>1<!-- hidden --></v></c></row>'),
+        sheet('<row r="1"><c r="A1" t="str"><v><![CDATA[123-45-6789]]></v></c></row>'),
+        sheet('<row r="1"><c r="A1" t="str"><v>1<b/>2</v></c></row>'),
+        sheet('<row r="1"><c r="A1" t="inlineStr"><is><t>a<b/>c</t></is></c></row>'),
+        sheet('<row r="1"><c r="A1"><v>1</v></c></row>').replace(b"</sheetData>", b""),
+        b'<!DOCTYPE x [<!ENTITY a "b">]>' + sheet("<row/>"),
+        sheet('<row r="1"><c r="A1" t="str"><v>&nbsp;</v></c></row>'),
+        sheet('<row r="1"><?pi x?><c r="A1"><v>1</v></c></row>'),
+        sheet('<row r="12"><c r="A12" foo="a>b" t="s"><v>1</v></c></row>'),
+        "<worksheet><sheetData><row><c t='str'><v>é</v></c></row></sheetData></worksheet>".encode(
+            "utf-16"
+        ),
+    ],
+)
+def test_whatever_the_quick_reader_does_not_cover_goes_the_slow_way(data: bytes) -> None:
+    assert _fast_sheet(data) is None
