@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from gateway.cliguard import Command, UsageError, guarded
 from gateway.config import Config, parse_duration
 
 if TYPE_CHECKING:
@@ -26,10 +27,6 @@ T = TypeVar("T")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}$")
 _SHOWN_PROBLEMS = 50
-
-
-class _UsageError(Exception):
-    """A bad argument; the message says which and why."""
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -123,25 +120,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_guarded(cmd_purge))
 
 
-def _guarded(
-    func: Callable[[Config, argparse.Namespace], int],
-) -> Callable[[Config, argparse.Namespace], int]:
-    def run(cfg: Config, args: argparse.Namespace) -> int:
-        from gateway.store.base import StoreError
+def _guarded(func: Command) -> Command:
+    from gateway.store.base import StoreError
 
-        try:
-            return func(cfg, args)
-        except _UsageError as exc:
-            print(f"sealgate audit: {exc}", file=sys.stderr)
-            return 2
-        except StoreError as exc:
-            print(f"sealgate audit: database error: {exc}", file=sys.stderr)
-            return 2
-        except OSError as exc:
-            print(f"sealgate audit: {exc.strerror or exc}", file=sys.stderr)
-            return 2
-
-    return run
+    return guarded(
+        func, "sealgate audit", {StoreError: 2}, os_status=2, label={StoreError: "database error: "}
+    )
 
 
 def _with_store(cfg: Config, work: Callable[[Store], Awaitable[T]]) -> T:
@@ -173,7 +157,7 @@ def parse_time(text: str, now: float | None = None) -> float:
         try:
             return (time.time() if now is None else now) - parse_duration(text)
         except ValueError:
-            raise _UsageError(
+            raise UsageError(
                 f"{text!r} is neither a time (2026-11-01, 2026-11-01T08:00:00Z) "
                 "nor a duration ago (7d)"
             ) from None
@@ -184,7 +168,7 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 def _message_id(text: str) -> str:
     if not _ID_RE.match(text):
-        raise _UsageError(f"{text[:80]!r} is not a message id")
+        raise UsageError(f"{text[:80]!r} is not a message id")
     return text
 
 
@@ -201,7 +185,7 @@ def cmd_verify(cfg: Config, args: argparse.Namespace) -> int:
         try:
             expect = parse_checkpoint(args.expect_head)
         except ValueError as exc:
-            raise _UsageError(str(exc)) from None
+            raise UsageError(str(exc)) from None
     if args.file is not None:
         return _verify_file(args.file, expect)
     missing = _no_database(cfg)
@@ -223,9 +207,9 @@ def _verify_file(path: Path, expect: tuple[int, str] | None) -> int:
         text = path.read_text(encoding="utf-8")
         records = read_export(text)
     except ExportFormatError as exc:
-        raise _UsageError(f"{path}: {exc}") from None
+        raise UsageError(f"{path}: {exc}") from None
     except UnicodeDecodeError:
-        raise _UsageError(f"{path}: not a UTF-8 text file") from None
+        raise UsageError(f"{path}: not a UTF-8 text file") from None
     if not records:
         print(f"{path}: no records")
         return 0

@@ -6,10 +6,11 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.cliguard import CommandFailed
 from gateway.spool import valid_id
 
 
-class UserError(Exception):
+class UserError(CommandFailed):
     """A problem to report in one line on stderr (exit 1), never as a traceback."""
 
 

@@ -14,11 +14,11 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway import log
+from gateway.cliguard import Command, CommandFailed, UsageError, guarded
 from gateway.config import Config
 from gateway.pgp.directory import normalize_address, pgp_home
 from gateway.pgp.keyring import KeyInfo, Keyring, KeyringError, normalize_fingerprint
@@ -26,14 +26,6 @@ from gateway.pgp.state import KeyState
 
 _PROG = "sealgate keys pgp"
 _MAX_KEY_FILE = 16 * 1024 * 1024
-
-
-class _Usage(Exception):
-    """A usage problem: one line on stderr, exit 2."""
-
-
-class _Failed(Exception):
-    """Nothing found or the operation failed: one line on stderr, exit 1."""
 
 
 def add_key_commands(keys_sub: Any, common: argparse.ArgumentParser) -> None:
@@ -116,28 +108,13 @@ def add_key_commands(keys_sub: Any, common: argparse.ArgumentParser) -> None:
         p.set_defaults(func=_guarded(cmd_accept if action == "accept" else cmd_reject))
 
 
-def _guarded(
-    func: Callable[[Config, argparse.Namespace], int],
-) -> Callable[[Config, argparse.Namespace], int]:
-    def run(cfg: Config, args: argparse.Namespace) -> int:
-        try:
-            return func(cfg, args)
-        except _Usage as exc:
-            print(f"{_PROG}: {exc}", file=sys.stderr)
-            return 2
-        except (_Failed, KeyringError) as exc:
-            print(f"{_PROG}: {exc}", file=sys.stderr)
-            return 1
-        except sqlite3.Error as exc:
-            print(f"{_PROG}: key state unavailable: {exc}", file=sys.stderr)
-            return 1
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            print(f"{_PROG}: {exc.strerror or exc}{where}", file=sys.stderr)
-            return 1
-
-    run.__doc__ = func.__doc__
-    return run
+def _guarded(func: Command) -> Command:
+    return guarded(
+        func,
+        _PROG,
+        {KeyringError: 1, sqlite3.Error: 1},
+        label={sqlite3.Error: "key state unavailable: "},
+    )
 
 
 def _stores(cfg: Config) -> tuple[Keyring, KeyState]:
@@ -158,7 +135,7 @@ def _date(ts: float | None) -> str:
 def _address(text: str) -> str:
     norm = normalize_address(text)
     if norm is None:
-        raise _Usage(f"{text!r} is not an e-mail address")
+        raise UsageError(f"{text!r} is not an e-mail address")
     return norm[0]
 
 
@@ -169,7 +146,7 @@ def _read(path: str) -> bytes:
         with Path(path).open("rb") as f:
             data = f.read(_MAX_KEY_FILE + 1)
     if len(data) > _MAX_KEY_FILE:
-        raise _Failed(f"{path} is larger than {_MAX_KEY_FILE} bytes")
+        raise CommandFailed(f"{path} is larger than {_MAX_KEY_FILE} bytes")
     return data
 
 
@@ -187,22 +164,24 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
     data = _read(args.file)
     keys = keyring.scan(data)
     if not keys:
-        raise _Failed(f"{args.file} holds no OpenPGP key")
+        raise CommandFailed(f"{args.file} holds no OpenPGP key")
     if args.secret:
         return _import_secret(cfg, keyring, data, keys)
     if any(k.secret for k in keys):
-        raise _Usage(
+        raise UsageError(
             f"{args.file} holds a secret key; recipients' keys are public. To sign with "
             "the organisation's key, import it with --secret"
         )
     addresses = [_address(a) for a in args.address]
     if addresses and len(keys) != 1:
-        raise _Usage(f"--address needs a file with one key; {args.file} holds {len(keys)}")
+        raise UsageError(f"--address needs a file with one key; {args.file} holds {len(keys)}")
     plan: list[tuple[KeyInfo, list[str]]] = []
     for key in keys:
         targets = addresses or list(key.emails)
         if not targets:
-            raise _Usage(f"key {key.fingerprint} names no e-mail address; give one with --address")
+            raise UsageError(
+                f"key {key.fingerprint} names no e-mail address; give one with --address"
+            )
         plan.append((key, targets))
     for key, targets in plan:
         keyring.import_key(data, key.fingerprint)
@@ -229,7 +208,7 @@ def cmd_import(cfg: Config, args: argparse.Namespace) -> int:
 def _import_secret(cfg: Config, keyring: Keyring, data: bytes, keys: list[KeyInfo]) -> int:
     secret = [k for k in keys if k.secret]
     if not secret:
-        raise _Usage("--secret given but the file holds no secret key")
+        raise UsageError("--secret given but the file holds no secret key")
     for key in secret:
         keyring.import_key(data, key.fingerprint, secret=True)
         print(f"signing key: {key.fingerprint} {_clean(', '.join(key.uids))}")
@@ -305,9 +284,9 @@ def cmd_remove(cfg: Config, args: argparse.Namespace) -> int:
             state.unbind(addr)
         deleted = keyring.home.exists() and keyring.get(fingerprint) is not None
         if deleted and not keyring.delete(fingerprint):
-            raise _Failed(f"key {fingerprint} is a signing key; remove it with gpg")
+            raise CommandFailed(f"key {fingerprint} is a signing key; remove it with gpg")
         if not addresses and not deleted:
-            raise _Failed(f"no key {fingerprint}")
+            raise CommandFailed(f"no key {fingerprint}")
         log.event("pgp_key_removed", fingerprint=fingerprint, addresses=addresses)
         for addr in addresses:
             print(f"removed: {addr} ({fingerprint})")
@@ -317,7 +296,7 @@ def cmd_remove(cfg: Config, args: argparse.Namespace) -> int:
     addr = _address(args.target)
     old = state.unbind(addr)
     if old is None:
-        raise _Failed(f"no key for {addr}")
+        raise CommandFailed(f"no key for {addr}")
     _drop_if_unused(keyring, state, old.fingerprint)
     log.event("pgp_key_removed", fingerprint=old.fingerprint, addresses=[addr])
     print(f"removed: {addr} ({old.fingerprint})")
@@ -361,10 +340,10 @@ def _chosen(state: KeyState, args: argparse.Namespace) -> tuple[str, list[Any]]:
     if args.fingerprint:
         fpr = normalize_fingerprint(args.fingerprint)
         if fpr is None:
-            raise _Usage(f"{args.fingerprint!r} is not a fingerprint")
+            raise UsageError(f"{args.fingerprint!r} is not a fingerprint")
         pending = [p for p in pending if p.fingerprint == fpr]
     if not pending:
-        raise _Failed(f"no pending key for {addr}")
+        raise CommandFailed(f"no pending key for {addr}")
     return addr, pending
 
 
@@ -374,7 +353,7 @@ def cmd_accept(cfg: Config, args: argparse.Namespace) -> int:
     addr, pending = _chosen(state, args)
     if len(pending) > 1:
         choices = ", ".join(p.fingerprint for p in pending)
-        raise _Usage(f"several keys pending for {addr} ({choices}); choose with --fingerprint")
+        raise UsageError(f"several keys pending for {addr} ({choices}); choose with --fingerprint")
     chosen = pending[0]
     keyring.import_key(chosen.keydata, chosen.fingerprint)
     old = state.binding(addr)

@@ -17,8 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from gateway.cliguard import Command, guarded
 from gateway.config import Config
-from gateway.idargs import UserError, parse_id
+from gateway.idargs import parse_id
 from gateway.portalbox import PortalBox, PortalMessage, RevokeResult
 from gateway.store import Store, StoreError, open_store, sqlite_path
 
@@ -61,22 +62,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_guarded(cmd_list))
 
 
-def _guarded(
-    func: Callable[[Config, argparse.Namespace], int],
-) -> Callable[[Config, argparse.Namespace], int]:
-    def run(cfg: Config, args: argparse.Namespace) -> int:
-        try:
-            return func(cfg, args)
-        except (UserError, StoreError) as exc:
-            print(f"{_PROG}: {exc}", file=sys.stderr)
-            return 1
-        except BrokenPipeError:
-            # `sealgate portal list | head`: the reader went away; not an error.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-
-    run.__doc__ = func.__doc__
-    return run
+def _guarded(func: Command) -> Command:
+    return guarded(func, _PROG, {StoreError: 1})
 
 
 def _with_box(cfg: Config, work: Callable[[PortalBox], Awaitable[T]]) -> T | None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, TextIO
 
+from gateway.cliguard import Command, guarded
 from gateway.config import Config
 from gateway.idargs import UserError as _UserError
 from gateway.idargs import parse_id, select_ids
@@ -104,27 +103,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p.set_defaults(func=_guarded(cmd_release if action == "release" else cmd_delete))
 
 
-def _guarded(
-    func: Callable[[Config, argparse.Namespace], int],
-) -> Callable[[Config, argparse.Namespace], int]:
-    def run(cfg: Config, args: argparse.Namespace) -> int:
-        try:
-            return func(cfg, args)
-        except (_UserError, QuarantineError, SpoolError, KeyFileError, AlreadyRunning) as exc:
-            print(f"{_PROG}: {exc}", file=sys.stderr)
-            return 1
-        except BrokenPipeError:
-            # `sealgate quarantine list | head`: the reader went away; not an error.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 0
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            print(f"{_PROG}: {exc.strerror or exc}{where}", file=sys.stderr)
-            return 1
-
-    run.__doc__ = func.__doc__
-    return run
+def _guarded(func: Command) -> Command:
+    errors: dict[type[Exception], int] = dict.fromkeys(
+        (QuarantineError, SpoolError, KeyFileError, AlreadyRunning), 1
+    )
+    return guarded(func, _PROG, errors)
 
 
 # --- formatting ---------------------------------------------------------------------

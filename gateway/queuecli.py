@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, TextIO
 
+from gateway.cliguard import Command, guarded
 from gateway.config import Config
 from gateway.idargs import UserError as _UserError
 from gateway.idargs import parse_id, select_ids
@@ -96,25 +96,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p.set_defaults(func=_guarded(cmd_retry if action == "retry" else cmd_delete))
 
 
-def _guarded(
-    func: Callable[[Config, argparse.Namespace], int],
-) -> Callable[[Config, argparse.Namespace], int]:
-    def run(cfg: Config, args: argparse.Namespace) -> int:
-        try:
-            return func(cfg, args)
-        except (_UserError, SpoolError, KeyFileError, AlreadyRunning) as exc:
-            print(f"{_PROG}: {exc}", file=sys.stderr)
-            return 1
-        except BrokenPipeError:
-            _stdout_closed()
-            return 0
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            print(f"{_PROG}: {exc.strerror or exc}{where}", file=sys.stderr)
-            return 1
-
-    run.__doc__ = func.__doc__
-    return run
+def _guarded(func: Command) -> Command:
+    return guarded(func, _PROG, {SpoolError: 1, KeyFileError: 1, AlreadyRunning: 1})
 
 
 # --- formatting ---------------------------------------------------------------------
@@ -458,9 +441,3 @@ def _request(spool: Spool, action: ControlAction, ids: list[str], args: argparse
 
 def _count(n: int) -> str:
     return f"{n} {'message' if n == 1 else 'messages'}"
-
-
-def _stdout_closed() -> None:
-    # `sealgate queue list | head`: the reader went away; that is not an error.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())

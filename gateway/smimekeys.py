@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from gateway import log
+from gateway.cliguard import Command, guarded
 from gateway.config import Config
 from gateway.smime.store import (
     CertificateError,
@@ -84,27 +83,8 @@ def add_key_commands(sub: SubParsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_guarded(cmd_remove))
 
 
-def _guarded(
-    func: Callable[[Config, argparse.Namespace], int],
-) -> Callable[[Config, argparse.Namespace], int]:
-    def run(cfg: Config, args: argparse.Namespace) -> int:
-        try:
-            return func(cfg, args)
-        except CertificateError as exc:
-            print(f"{_PROG}: {exc}", file=sys.stderr)
-            return 1
-        except BrokenPipeError:
-            # `sealgate keys smime list | head`: the reader went away; not an error.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 0
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            print(f"{_PROG}: {exc.strerror or exc}{where}", file=sys.stderr)
-            return 1
-
-    run.__doc__ = func.__doc__
-    return run
+def _guarded(func: Command) -> Command:
+    return guarded(func, _PROG, {CertificateError: 1})
 
 
 def _read(name: str) -> bytes:
