@@ -27,7 +27,10 @@ _COMMAND_MODULES = (
     "gateway.quarantinecli",
     "gateway.portalcli",
     "gateway.auditcli",
+    "gateway.webhooks.cli",
     "portal.cli",
+    "gateway.apikeycli",
+    "api.cli",
 )
 
 

@@ -510,6 +510,133 @@ class AuditConfig(_Section):
         return v
 
 
+def _private_host(host: str) -> bool:
+    """True for an IP literal on loopback or a private network (plain http is tolerable there)."""
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost"
+    return addr.is_loopback or addr.is_private
+
+
+class WebhookEndpoint(_Section):
+    """One receiver of webhook events (docs/webhooks.md)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str
+    events: list[str] = ["*"]  # event types (docs/webhooks.md), or "*" for every one
+    # The HMAC-SHA256 key the receiver checks signatures with. It must stay readable
+    # (it signs), so it is not hashed: keep it in a 0600 file (absolute path), or inline.
+    secret: str | None = Field(default=None, min_length=16)
+    secret_file: Path | None = None
+    # Plain http is accepted for loopback and private IP literals; for an internal
+    # host name set allow_http: true (the payloads carry no PHI, but say so on purpose).
+    allow_http: bool = False
+    ca_file: Path | None = None  # CA bundle (absolute path) for an https receiver on internal PKI
+    timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        host = rest.split("/", 1)[0].rpartition("@")[2]
+        if not sep or scheme.lower() not in ("http", "https") or not host:
+            raise ValueError('expected "https://host[:port]/path" (or http:// on a private host)')
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        from gateway.webhooks.events import WEBHOOK_EVENTS
+
+        for name in v:
+            if name != "*" and name not in WEBHOOK_EVENTS:
+                known = ", ".join(sorted(WEBHOOK_EVENTS))
+                raise ValueError(f"unknown webhook event {name!r} (known: {known}, or *)")
+        if not v:
+            raise ValueError('needs at least one event type (or "*")')
+        return v
+
+    @field_validator("secret_file", "ca_file")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_absolute():
+            raise ValueError("expected an absolute path")
+        if v is not None and not v.is_file():
+            raise ValueError(f"file {v} does not exist")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> WebhookEndpoint:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("set exactly one of secret and secret_file")
+        scheme, _, rest = self.url.partition("://")
+        hostport = rest.split("/", 1)[0].rpartition("@")[2]
+        host = hostport.rsplit(":", 1)[0] if not hostport.endswith("]") else hostport
+        if scheme.lower() == "http" and not self.allow_http and not _private_host(host):
+            raise ValueError(
+                "plain http to a public or named host: use https, or set allow_http: true"
+            )
+        return self
+
+
+class WebhooksConfig(_Section):
+    """Signed webhook deliveries of gateway events from a durable outbox (docs/webhooks.md)."""
+
+    endpoints: list[WebhookEndpoint] = []
+    retry_first: Duration = 10.0  # first wait after a failed POST; doubles each time
+    retry_max: Duration = 1800.0  # the longest wait between two attempts
+    lifetime: Duration = 3 * 86400.0  # an event not accepted by then is given up (logged)
+    poll_interval: Duration = 1.0  # how often the sender looks for due events
+    keep: Duration = 7 * 86400.0  # delivered and given-up events stay this long (for retry)
+    concurrency: int = Field(default=8, ge=1)  # POSTs in flight at once
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_names(cls, v: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        names = [e.name for e in v]
+        if len(set(names)) != len(names):
+            raise ValueError("each endpoint name may appear once")
+        return v
+
+
+class MetricsConfig(_Section):
+    """The Prometheus metrics endpoint (docs/metrics.md), served by the main process."""
+
+    enabled: bool = False
+    listen: ListenAddress = HostPort("127.0.0.1", 9466)
+
+
+class ApiConfig(_Section):
+    """The HTTP API for applications (docs/api.md): listener, submission, limits.
+
+    Plain HTTP: listen on loopback, or behind a TLS-terminating proxy for other hosts.
+    """
+
+    enabled: bool = True
+    listen: ListenAddress = HostPort("127.0.0.1", 8026)
+    # Where the API submits messages so they pass the same pipeline as SMTP:
+    # "host:port"; null: the gateway's first smtp.listen address.
+    submit: HostPort | None = None
+    # SMTP AUTH for that submission (STARTTLS first), when the listener does not
+    # trust the API host by network (loopback is trusted by default).
+    submit_user: str | None = None
+    submit_password: str | None = None
+    max_request_size: Size = 35 * 1024 * 1024  # a whole request body (base64 grows data by 4/3)
+    max_recipients: int = Field(default=100, ge=1)  # per message sent through the API
+
+    @field_validator("submit", mode="before")
+    @classmethod
+    def _submit(cls, v: Any) -> HostPort | None:
+        return None if v is None else parse_hostport(v, default_port=25)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ApiConfig:
+        if (self.submit_user is None) != (self.submit_password is None):
+            raise ValueError("give submit_user and submit_password together")
+        return self
+
+
 class LogConfig(_Section):
     """Logging."""
 
@@ -529,6 +656,9 @@ class Config(_Section):
     portal: PortalConfig = PortalConfig()
     encryption: EncryptionConfig = EncryptionConfig()
     storage: StorageConfig = StorageConfig()
+    api: ApiConfig = ApiConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     audit: AuditConfig = AuditConfig()
 

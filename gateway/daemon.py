@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from gateway import log
 from gateway.config import Config
+from gateway.webservice import event_loop_factory
 
 if TYPE_CHECKING:
     from gateway.spool import Spool
@@ -72,15 +73,6 @@ def sd_notify(state: str) -> bool:
     return True
 
 
-def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 def _prepare_data_dir(data_dir: Path) -> None:
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -113,7 +105,7 @@ def _run(cfg: Config) -> int:
         log.event("startup_failed", level=logging.ERROR, reason=reason)
         return 1
     try:
-        with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             return runner.run(_serve(cfg, lock.fileno()))
     finally:
         lock.release()
@@ -193,6 +185,11 @@ async def _start(cfg: Config, closers: list[tuple[str, Closer]], lock_fd: int) -
 
     # First in, last out: the audit trail sees every other component start and stop.
     closers.append(("audit", start_recorder(cfg, purge=True)))
+    from gateway import metrics, webhooks
+
+    # Before the child processes start: they inherit the metrics directory.
+    closers.append(("metrics", await metrics.start(cfg, serve=True)))
+    closers.append(("webhooks", await webhooks.start(cfg, send=True)))
     # Imported here so `sealgate check` and other commands stay light.
     from gateway.dkim import DkimSigner
     from gateway.inbound.server import InboundServer
@@ -246,6 +243,17 @@ async def _start(cfg: Config, closers: list[tuple[str, Closer]], lock_fd: int) -
         await portal.start()
     except PortalProcessError as exc:
         raise StartupError(str(exc)) from None
+    if cfg.api.enabled:
+        # The HTTP API too (api/process.py); it submits mail to the listeners above.
+        from api.process import api_process
+        from gateway.childproc import ChildStartError
+
+        api = api_process(cfg)
+        closers.append(("api", api.stop))
+        try:
+            await api.start()
+        except ChildStartError as exc:
+            raise StartupError(str(exc)) from None
 
 
 def _inbound_tls_context(cfg: Config) -> ssl.SSLContext:
@@ -490,7 +498,7 @@ def _outbound_main(argv: list[str]) -> int:
         return 2
     log.setup(cfg.log.level)
     try:
-        with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             return runner.run(_outbound_serve(cfg, channel_fd))
     finally:
         log.stop()
@@ -564,6 +572,10 @@ async def _start_outbound(
     from gateway.audit.recorder import start_recorder
 
     closers.append(("audit", start_recorder(cfg, purge=False)))
+    from gateway import metrics, webhooks
+
+    closers.append(("metrics", await metrics.start(cfg, serve=False)))
+    closers.append(("webhooks", await webhooks.start(cfg, send=False)))
     from gateway.dkim import DkimSigner
     from gateway.outbound import wiring
     from gateway.outbound.scheduler import Scheduler

@@ -33,6 +33,7 @@ ADMIN_COMMANDS = (
     ("keys", "dkim", "generate"),
     ("portal", "revoke"),
     ("audit", "purge"),
+    ("webhooks", "retry"),
 )
 # Arguments worth keeping: ids, addresses, domains, fingerprints; never file names,
 # file contents or secrets.

@@ -147,6 +147,15 @@ CATALOG: Mapping[str, EventSpec] = {
     "portal_totp_disabled": _spec("recipient"),
     "portal_revoked": _spec("id", "queue_id", "recipient", "actor"),
     "portal_expired": _spec("id", "queue_id", "recipient"),
+    # the HTTP API (api/): key ids, never keys
+    "api_message_submitted": _spec(
+        "id", "key_id", "sender", "recipients", "size", "attachments", "ip"
+    ),
+    "api_submit_refused": _spec("key_id", "sender", "code", "reason", "ip"),
+    "api_request_denied": _spec("key_id", "ip", "reason", "scope", "method", "path"),
+    "api_action": _spec("id", "key_id", "action", "outcome", "ip"),
+    "api_key_created": _spec("key_id", "key_name", "scopes", "senders", "actor"),
+    "api_key_revoked": _spec("key_id", "actor"),
     # administration and the service itself
     "retry_requested": _spec("id"),
     "deleted": _spec("id", "known"),

@@ -64,7 +64,6 @@ _HELO_DOMAIN_RE = re.compile(
 _HEADER_END = b"\r\n\r\n"
 
 
-
 _CONTROL_PREFIX = b"x-sealgate-"
 # What an application may tell the gateway per message; anything else is dropped.
 _CONTROL_NAMES = frozenset({"x-sealgate-expires", "x-sealgate-portal", "x-sealgate-read-notice"})
@@ -84,6 +83,7 @@ def control_fields(data: bytes) -> dict[str, str]:
         if colon and key in _CONTROL_NAMES and key not in out:
             out[key] = value.strip().decode("utf-8", "replace")[:_MAX_CONTROL_VALUE]
     return out
+
 
 class SpoolLike(Protocol):
     """What inbound needs from the spool: a durable put."""

@@ -142,6 +142,54 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "webhook outbox",
+        (
+            # One row per (event, endpoint): written by every process that sees the
+            # event, sent by the main processes. id is the X-Sealgate-Delivery value.
+            # A sender claims a row by setting lease_until (a conditional UPDATE), so
+            # several nodes never POST the same row at once; state is pending,
+            # delivered or failed (given up after webhooks.lifetime).
+            """CREATE TABLE webhook_outbox (
+                id TEXT PRIMARY KEY,
+                endpoint TEXT NOT NULL,
+                event TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                state TEXT NOT NULL,
+                attempts BIGINT NOT NULL,
+                next_attempt DOUBLE PRECISION NOT NULL,
+                lease_until DOUBLE PRECISION NOT NULL,
+                lease_owner TEXT,
+                last_status BIGINT,
+                last_error TEXT,
+                finished_at DOUBLE PRECISION
+            )""",
+            "CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt)",
+            "CREATE INDEX webhook_outbox_finished ON webhook_outbox (finished_at)",
+        ),
+    ),
+    Migration(
+        5,
+        "api keys",
+        (
+            # Keys for the HTTP API (gateway/apikeys.py): only the SHA-256 of the
+            # 256-bit secret is kept; key_id is the public part, shown in listings.
+            """CREATE TABLE api_keys (
+                key_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                key_hash TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                senders TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                created_by TEXT NOT NULL,
+                revoked_at DOUBLE PRECISION,
+                revoked_by TEXT,
+                last_used_at DOUBLE PRECISION
+            )""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -89,6 +89,7 @@ def write_config(
         },
         "delivery": {"mx_port": 25, "connect_timeout": "10s"},
         "portal": {"listen": f"127.0.0.1:{free_port()}"},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
     }
     if isinstance(nameserver, DnsServer):
         nameserver = nameserver.nameserver

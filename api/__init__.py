@@ -1,0 +1,1 @@
+"""The HTTP API for applications: send mail, read its status, manage quarantine and portal."""
