@@ -369,6 +369,9 @@ class PortalConfig(_Section):
         "To read it you will confirm your email address with a one-time code."
     )
     notify_sender: bool = True  # tell the sender which recipients got a portal link
+    # Sealed-link mode for every portal copy: the key is only in the recipient's link
+    # (URL fragment), never stored. Per message: "X-Sealgate-Portal: sealed-link".
+    sealed_links: bool = False
     # --- the web portal process (portal/) ---
     tls: TLSFiles | None = None  # serve HTTPS itself; null: plain HTTP behind a TLS proxy
     # Cookies marked Secure (sent over HTTPS only); null: when base_url is https://.

@@ -58,7 +58,9 @@ async def build(cfg: Config, resolver: Resolver, key: MasterKey) -> Outbound:
     handlers: dict[str, MethodHandler] = {
         "smime": SmimeHandler(smime, enc.smime),
         "pgp": PgpHandler(pgp),
-        "portal": PortalHandler(box, cfg.portal, hostname=cfg.hostname),
+        "portal": PortalHandler(
+            box, cfg.portal, sealed_links=cfg.portal.sealed_links, hostname=cfg.hostname
+        ),
     }
     selector = Selector(enc, tls_policy=tls_policy, smime=smime, pgp=pgp, portal=True)
     methods = MethodStage(handlers, selector=selector)
