@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gateway.cliguard import CommandFailed
 from gateway.spool import valid_id
@@ -38,3 +39,33 @@ def select_ids(
         msg_id = parse_id(text, noun)
         (found if (directory / msg_id).exists() else missing).append(msg_id)
     return found, missing
+
+
+def add_bulk_action(
+    actions: Any,
+    common: argparse.ArgumentParser,
+    action: str,
+    text: str,
+    *,
+    noun: str,
+    ids_help: str,
+    func: Callable[..., int],
+) -> None:
+    """A subcommand acting on ids or --all, handed to a running gateway with --wait."""
+    p = actions.add_parser(
+        action,
+        parents=[common],
+        help=f"{text}: ID... or --all",
+        description=f"{action.capitalize()} {noun} messages: {text}.",
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help=ids_help)
+    p.add_argument("--all", action="store_true", help=f"every {noun} message")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with a running gateway: how long to wait for it to take the request "
+        "(default 10; an untaken request is withdrawn); 0 leaves the request and returns",
+    )
+    p.set_defaults(func=func)

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from gateway.cliguard import Command, guarded
 from gateway.config import Config
 from gateway.idargs import UserError as _UserError
-from gateway.idargs import parse_id, select_ids
+from gateway.idargs import add_bulk_action, parse_id, select_ids
 from gateway.quarantine import (
     Held,
     NotQuarantined,
@@ -84,23 +84,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         ("release", "move into the delivery queue (the policy decision still applies)"),
         ("delete", "remove without delivering"),
     ):
-        p = actions.add_parser(
+        add_bulk_action(
+            actions,
+            common,
             action,
-            parents=[common],
-            help=f"{text}: ID... or --all",
-            description=f"{action.capitalize()} quarantined messages: {text}.",
+            text,
+            noun="quarantined",
+            ids_help="quarantine ids",
+            func=_guarded(cmd_release if action == "release" else cmd_delete),
         )
-        p.add_argument("ids", nargs="*", metavar="ID", help="quarantine ids")
-        p.add_argument("--all", action="store_true", help="every quarantined message")
-        p.add_argument(
-            "--wait",
-            type=float,
-            default=10.0,
-            metavar="SECONDS",
-            help="with a running gateway: how long to wait for it to act (default 10; a "
-            "request not taken by then is withdrawn); 0 leaves the request and returns",
-        )
-        p.set_defaults(func=_guarded(cmd_release if action == "release" else cmd_delete))
 
 
 def _guarded(func: Command) -> Command:

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from gateway.cliguard import Command, guarded
 from gateway.config import Config
 from gateway.idargs import UserError as _UserError
-from gateway.idargs import parse_id, select_ids
+from gateway.idargs import add_bulk_action, parse_id, select_ids
 from gateway.message import QueuedMessage, RecipientStatus
 from gateway.sealing import KeyFileError, MasterKey, default_key_path
 from gateway.spool import (
@@ -77,23 +77,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         ("retry", "try to deliver now"),
         ("delete", "remove from the queue without delivering or bouncing"),
     ):
-        p = actions.add_parser(
+        add_bulk_action(
+            actions,
+            common,
             action,
-            parents=[common],
-            help=f"{text}: ID... or --all",
-            description=f"{action.capitalize()} queued messages: {text}.",
+            text,
+            noun="queued",
+            ids_help="queue ids",
+            func=_guarded(cmd_retry if action == "retry" else cmd_delete),
         )
-        p.add_argument("ids", nargs="*", metavar="ID", help="queue ids")
-        p.add_argument("--all", action="store_true", help="every queued message")
-        p.add_argument(
-            "--wait",
-            type=float,
-            default=10.0,
-            metavar="SECONDS",
-            help="with a running gateway: how long to wait for it to take the request "
-            "(default 10; an untaken request is withdrawn); 0 leaves the request and returns",
-        )
-        p.set_defaults(func=_guarded(cmd_retry if action == "retry" else cmd_delete))
 
 
 def _guarded(func: Command) -> Command:
