@@ -34,7 +34,7 @@ from gateway import log
 from gateway.message import Envelope, QueuedMessage
 from gateway.safeio import fsync_dir, write_file
 from gateway.sealing import MasterKey, SealError, WrongKeyError
-from gateway.spool import ALL, new_id, valid_id
+from gateway.spool import ALL, new_id, take_request_files, valid_id
 
 QUARANTINE_DIRNAME = "quarantine"
 FORMAT_VERSION = 1
@@ -286,36 +286,10 @@ class QuarantineStore:
 
     def take_requests(self) -> list[tuple[RequestAction, str]]:
         """Gateway side: consume pending requests as [(action, id)], ALL expanded."""
-        try:
-            names = sorted(os.listdir(self.requests_dir))
-        except FileNotFoundError:
-            return []
-        out: list[tuple[RequestAction, str]] = []
-        held: list[str] | None = None
-        for name in names:
-            if name.startswith("."):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                (self.requests_dir / name).unlink()
-            parts = name.split(".")
-            if (
-                len(parts) != 3
-                or not valid_id(parts[0])
-                or parts[1] not in REQUEST_ACTIONS
-                or not (parts[2] == ALL or valid_id(parts[2]))
-            ):
-                log.event("quarantine_bad_request", logging.WARNING, file=name)
-                continue
-            req_id, target = parts[0], parts[2]
-            action: RequestAction = "release" if parts[1] == "release" else "delete"
-            if target == ALL:
-                if held is None:
-                    held = self.ids()
-                # Only messages already held when the request was made.
-                out.extend((action, i) for i in held if i <= req_id)
-            else:
-                out.append((action, target))
-        return list(dict.fromkeys(out))
+        taken = take_request_files(
+            self.requests_dir, REQUEST_ACTIONS, self.ids, "quarantine_bad_request"
+        )
+        return [("release" if a == "release" else "delete", i) for a, i in taken]
 
 
 # --- release --------------------------------------------------------------------------------

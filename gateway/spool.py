@@ -39,7 +39,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -926,35 +926,51 @@ class Spool:
 
     def take_control_requests(self) -> list[tuple[str, str]]:
         """Daemon side: consume pending requests as [(action, id)], ALL expanded to ids."""
-        try:
-            names = sorted(os.listdir(self.control_dir))
-        except FileNotFoundError:
-            return []
-        out: list[tuple[str, str]] = []
-        queued: list[str] | None = None
-        for name in names:
-            if name.startswith("."):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                (self.control_dir / name).unlink()
-            parts = name.split(".")
-            if (
-                len(parts) != 3
-                or not valid_id(parts[0])
-                or parts[1] not in CONTROL_ACTIONS
-                or not (parts[2] == ALL or valid_id(parts[2]))
-            ):
-                log.event("spool_bad_control_request", logging.WARNING, file=name)
-                continue
-            req_id, action, target = parts
-            if target == ALL:
-                if queued is None:
-                    queued = self.ids()
-                # Only messages already queued when the request was made.
-                out.extend((action, i) for i in queued if i <= req_id)
-            else:
-                out.append((action, target))
-        return list(_unique(out))
+        return take_request_files(
+            self.control_dir, CONTROL_ACTIONS, self.ids, "spool_bad_control_request"
+        )
+
+
+def take_request_files(
+    directory: Path,
+    actions: Collection[str],
+    current_ids: Callable[[], list[str]],
+    bad_event: str,
+) -> list[tuple[str, str]]:
+    """Consume request files "REQID.ACTION.TARGET" in directory as [(action, id)].
+
+    A command asks the running daemon to act by writing such an empty file; the
+    daemon takes it here. TARGET ALL stands for the messages present when the
+    request was made (ids sort by time, so: those not newer than REQID).
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    out: list[tuple[str, str]] = []
+    present: list[str] | None = None
+    for name in names:
+        if name.startswith("."):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+        parts = name.split(".")
+        if (
+            len(parts) != 3
+            or not valid_id(parts[0])
+            or parts[1] not in actions
+            or not (parts[2] == ALL or valid_id(parts[2]))
+        ):
+            log.event(bad_event, logging.WARNING, file=name)
+            continue
+        req_id, action, target = parts
+        if target == ALL:
+            if present is None:
+                present = current_ids()
+            out.extend((action, i) for i in present if i <= req_id)
+        else:
+            out.append((action, target))
+    return list(_unique(out))
 
 
 def _task_done(task: asyncio.Task[Any]) -> None:
