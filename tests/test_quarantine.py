@@ -134,7 +134,8 @@ def test_requests_expand_all_to_messages_held_before_the_request(data_dir: Path)
 
 async def test_release_moves_into_the_spool_with_the_decision(data_dir: Path) -> None:
     s = store(data_dir)
-    held = s.put(envelope(), body(), {"decision": decision().to_json()})
+    control = {"x-sealgate-expires": "7d"}
+    held = s.put(envelope(), body(), {"decision": decision().to_json(), "control": control})
     key = MasterKey.load(default_key_path(data_dir))
     spool = Spool(data_dir, key)
     await spool.start()
@@ -142,6 +143,8 @@ async def test_release_moves_into_the_spool_with_the_decision(data_dir: Path) ->
         queued = await release(s, spool, held.id)
         assert queued.meta["decision"]["verdict"] == "phi"
         assert queued.meta["released_from"] == held.id
+        # The sender's instructions to the gateway (for the portal) survive the hold.
+        assert queued.meta["control"] == control
         assert queued.envelope == held.envelope
         assert await spool.read_body(queued.id) == body()
         with pytest.raises(NotQuarantined):

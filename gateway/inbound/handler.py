@@ -560,12 +560,12 @@ class InboundHandler:
             control = {}
         # Headers a rule adds go below our Received: trace fields stay on top (RFC 5321 §4.4).
         body = received + added + data
-        if decision is not None and decision.action == "quarantine":
-            return await self._hold(server, trace_id, message, body, decision)
         meta: dict[str, Any] = {"decision": decision.to_json()} if decision is not None else {}
         if control:
             # The headers leave the message here; later stages (the portal) act on them.
             meta["control"] = control
+        if decision is not None and decision.action == "quarantine":
+            return await self._hold(server, trace_id, message, body, decision, meta)
         try:
             queued = await (
                 self._spool.put(message, body, meta) if meta else self._spool.put(message, body)
@@ -609,13 +609,16 @@ class InboundHandler:
         message: Envelope,
         body: bytes,
         decision: Decision,
+        meta: dict[str, Any],
     ) -> str:
-        """Quarantine the message instead of queueing it; the client hears 250 all the same."""
+        """Quarantine the message instead of queueing it; the client hears 250 all the same.
+
+        meta (the decision, the sender's X-Sealgate-* instructions) travels with it,
+        and on release into the queue.
+        """
         assert self._policy_stage is not None
         try:
-            qid = await self._policy_stage.quarantine(
-                message, body, {"decision": decision.to_json()}
-            )
+            qid = await self._policy_stage.quarantine(message, body, meta)
         except QuarantineFull:
             return self._reject(
                 server, "data", STORAGE_FULL, "quarantine full", sender=message.mail_from
