@@ -255,11 +255,8 @@ class QuarantineStore:
             raise NotQuarantined(f"no quarantined message {msg_id}") from None
         except OSError as exc:
             raise _storage_error(exc, f"cannot read {msg_id}") from exc
-        end = raw.find(b"\n")
         try:
-            if end < 0:
-                raise SealError("no header line")
-            return self._key.unseal(memoryview(raw)[end + 1 :], _AAD_PREFIX + raw[:end])
+            return self._key.unseal_record(raw, _AAD_PREFIX)
         except WrongKeyError as exc:
             raise QuarantineError(f"{msg_id} was sealed under another master key") from exc
         except SealError as exc:

@@ -35,8 +35,7 @@ from gateway.spool import (
     AlreadyRunning,
     Spool,
     SpoolError,
-    acquire_daemon_lock,
-    daemon_running,
+    lock_unless_running,
 )
 
 _PROG = "sealgate quarantine"
@@ -277,12 +276,7 @@ def _change(cfg: Config, args: argparse.Namespace, action: RequestAction) -> int
         if args.all:
             print("Quarantine is empty")
         return status
-    lock = None
-    if not daemon_running(cfg.data_dir):
-        try:
-            lock = acquire_daemon_lock(cfg.data_dir)
-        except AlreadyRunning:
-            lock = None  # a gateway started just now: hand it the request instead
+    lock = lock_unless_running(cfg.data_dir)
     if lock is None:
         return _request(store, action, ids, args) or status
     with lock:

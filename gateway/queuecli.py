@@ -28,8 +28,7 @@ from gateway.spool import (
     ControlAction,
     Spool,
     SpoolError,
-    acquire_daemon_lock,
-    daemon_running,
+    lock_unless_running,
 )
 
 _PROG = "sealgate queue"
@@ -344,12 +343,7 @@ def _change(cfg: Config, args: argparse.Namespace, action: ControlAction) -> int
         if args.all:
             print("Mail queue is empty")
         return status
-    lock = None
-    if not daemon_running(cfg.data_dir):
-        try:
-            lock = acquire_daemon_lock(cfg.data_dir)
-        except AlreadyRunning:
-            lock = None  # a gateway started just now: hand it the request instead
+    lock = lock_unless_running(cfg.data_dir)
     if lock is None:
         return _request(spool, action, ids, args) or status
     with lock:

@@ -171,6 +171,17 @@ class MasterKey:
         """Encrypt and authenticate plaintext, bound to aad (e.g. a record id)."""
         return b"".join(self.seal_parts(plaintext, aad))
 
+    def unseal_record(self, raw: bytes, aad_prefix: bytes) -> bytes:
+        """Open a record stored as a header line, then its body sealed with aad_prefix + header.
+
+        The spool and the quarantine keep their files this way, so that the
+        readable header (envelope, state) cannot be swapped between bodies.
+        """
+        end = raw.find(b"\n")
+        if end < 0:
+            raise SealError("no header line")
+        return self.unseal(memoryview(raw)[end + 1 :], aad_prefix + raw[:end])
+
     def unseal(self, blob: bytes | memoryview, aad: bytes) -> bytes:
         """Open a blob made by seal with the same aad; raise SealError otherwise."""
         view = memoryview(blob)

@@ -194,6 +194,20 @@ def acquire_daemon_lock(data_dir: Path, timeout: float = 0.0) -> DaemonLock:
     return DaemonLock(fd, path)
 
 
+def lock_unless_running(data_dir: Path) -> DaemonLock | None:
+    """The daemon lock when no gateway runs (act on files directly); None when one does.
+
+    With None the caller hands its request to the running gateway; a gateway
+    that starts between the check and the lock counts as running.
+    """
+    if daemon_running(data_dir):
+        return None
+    try:
+        return acquire_daemon_lock(data_dir)
+    except AlreadyRunning:
+        return None
+
+
 def daemon_running(data_dir: Path) -> bool:
     """True while some process holds the data directory's lock."""
     try:
@@ -794,11 +808,8 @@ class Spool:
             raise MessageNotFound(f"no queued message {msg_id}") from None
         except OSError as exc:
             raise _storage_error(exc, f"cannot read message {msg_id}") from exc
-        end = raw.find(b"\n")
         try:
-            if end < 0:
-                raise SealError("no header line")
-            return self._key.unseal(memoryview(raw)[end + 1 :], _AAD_PREFIX + raw[:end])
+            return self._key.unseal_record(raw, _AAD_PREFIX)
         except WrongKeyError as exc:
             # Most likely the operator replaced master.key: leave the file alone.
             raise SpoolError(f"message {msg_id} was sealed under another master key") from exc
