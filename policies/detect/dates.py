@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 _MONTHS = {
     "jan": 1,
@@ -43,25 +44,37 @@ def _year(text: str, this_year: int) -> int:
     return year
 
 
+# DATE_PATTERN's groups in order: match.groups() of a pattern that adds no
+# capturing group of its own.
+DATE_GROUPS = ("m1", "d1", "y1", "y2", "m2", "d2", "mn3", "d3", "y3", "d4", "mn4", "y4")
+
+
 def parse_date(m: re.Match[str], this_year: int = 0) -> dt.date | None:
     """The date a DATE_PATTERN match names, or None when it is no real date.
 
     this_year (default: today's) lets a caller parsing many dates ask the clock once.
     """
-    this_year = this_year or dt.date.today().year
-    group = m.group
+    return date_groups(m.group(*DATE_GROUPS), this_year or dt.date.today().year)
+
+
+def date_groups(groups: tuple[Any, ...], this_year: int) -> dt.date | None:
+    """parse_date on the DATE_GROUPS of a match, in that order (one call to read them)."""
+    # Any: each alternative of the pattern sets all of its groups, or none.
+    m1, d1, y1, y2, m2, d2, mn3, d3, y3, d4, mn4, y4 = groups
     try:
-        if (m1 := group("m1")) is not None:
-            month, day, year = int(m1), int(group("d1")), _year(group("y1"), this_year)
+        if m1 is not None:
+            month, day, year = int(m1), int(d1), int(y1)
+            if len(y1) == 2:
+                year = _year(y1, this_year)
             if month > 12 >= day:
                 month, day = day, month  # "25/12/1970": written day first
-        elif (y2 := group("y2")) is not None:
-            year, month, day = int(y2), int(group("m2")), int(group("d2"))
-        elif (mn3 := group("mn3")) is not None:
-            month, day, year = _MONTHS[mn3[:3]], int(group("d3")), int(group("y3"))
+        elif y2 is not None:
+            year, month, day = int(y2), int(m2), int(d2)
+        elif mn3 is not None:
+            month, day, year = _MONTHS[mn3[:3]], int(d3), int(y3)
         else:
-            month, day = _MONTHS[group("mn4")[:3]], int(group("d4"))
-            year = _year(group("y4"), this_year)
+            month, day = _MONTHS[mn4[:3]], int(d4)
+            year = _year(y4, this_year)
         if not 1880 <= year <= this_year + 1:
             return None
         return dt.date(year, month, day)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
 from bisect import bisect_right
 from collections.abc import Iterator
 
@@ -25,7 +26,41 @@ from policies.detect.base import (
     starts_token,
     value_key,
 )
-from policies.detect.dates import DATE_PATTERN, DATE_RE, parse_date
+from policies.detect.dates import DATE_PATTERN, DATE_RE, date_groups, parse_date
+
+# Finding's own constructor, minus its Python-level argument handling: dense
+# tables make thousands of findings per detector.
+_new = tuple.__new__
+
+# Patterns that start with a character class (\d, [a-z]) make the regex engine
+# try a match at every such character, which is slow on digit-heavy tables; one
+# that starts with a literal is found by a far quicker skip. So several patterns
+# run on a same-length "shadow" of an ASCII text, where each class the pattern
+# asks about is one literal: every digit "0", say, for a pattern that only asks
+# whether a character is a digit (on ASCII, \d is [0-9]). Spans are the same in
+# both; values are always sliced from the text itself.
+_ZERO_DIGITS = str.maketrans(dict.fromkeys(string.digits, "0"))
+# Below this length the copy costs more than the plain search it would speed up.
+_SHADOW_MIN = 2000
+
+
+def _finditer_rough(
+    pattern: re.Pattern[str], text: str, rough: re.Pattern[str], shadow: str
+) -> Iterator[re.Match[str]]:
+    """pattern.finditer(text), tried only where `rough` matches `shadow` (same length).
+
+    rough must match the shadow at every position where pattern matches the text.
+    """
+    pos = 0
+    search, match = rough.search, pattern.match
+    while (hint := search(shadow, pos)) is not None:
+        m = match(text, hint.start())
+        if m is None:
+            pos = hint.start() + 1
+        else:
+            yield m
+            pos = m.end()  # never empty
+
 
 # A separator inside an identifier: a dash (maybe with spaces or a line break
 # after it), a line break, or up to three spaces. Mail clients and PDF text
@@ -39,6 +74,12 @@ _SEP = r"(?:[ \t]*-[ \t]*(?:\r?\n[ \t]*)?|[ \t]*\r?\n[ \t]*|[ \t]{1,3})"
 _SSN_SHAPE_RE = re.compile(rf"(\d\d\d)({_SEP})(\d{{2}})({_SEP})(\d{{4}})")
 _SSN_TAIL_RE = re.compile(r"(?![\w]|-\d|\.\d)")
 _SSN_BARE_RE = re.compile(r"(\d\d\d)(\.?)(\d{2})\.?(\d{4})(?![\w-]|\.\d)")
+# Where those two match an ASCII text, these match its shadow where every digit
+# is "0" and every character of a separator "~" (and maybe elsewhere, but seldom:
+# a table's dates and phone numbers fail at once).
+_SSN_SHADOW = str.maketrans({**dict.fromkeys(string.digits, "0"), **dict.fromkeys(" \t\r\n-", "~")})
+_SSN_SHAPE_ROUGH_RE = re.compile(r"000~+00~+0000")
+_SSN_BARE_ROUGH_RE = re.compile(r"000\.?00\.?0000")
 _SSN_KW_RE = re.compile(
     r"\b(?:ssn|ss#|ss ?no|soc(?:ial)?\.? ?sec(?:urity)?|social security|ssa number|tin/ssn)"
 )
@@ -115,10 +156,16 @@ class SsnDetector:
         if not ctx.digits:
             return
         text = seg.text
+        if text.isascii():
+            shadow = text.translate(_SSN_SHADOW)
+            shapes = _finditer_rough(_SSN_SHAPE_RE, text, _SSN_SHAPE_ROUGH_RE, shadow)
+        else:
+            shadow = ""
+            shapes = _SSN_SHAPE_RE.finditer(text)
         keyword_in_header = bool(ctx.header and _SSN_KW_RE.search(ctx.header))
         medicare = None  # computed when a HICN needs it
         seen: set[int] = set()
-        for m in _SSN_SHAPE_RE.finditer(text):
+        for m in shapes:
             start, end = m.span()
             if not starts_token(text, start, "-"):
                 continue
@@ -142,7 +189,11 @@ class SsnDetector:
             yield self._finding(seg, m, number, score)
         if not (keyword_in_header or _hinted(low, _SSN_KW_HINTS)):
             return  # a bare nine-digit number counts only beside a keyword
-        for m in _SSN_BARE_RE.finditer(text):
+        if shadow:
+            bare = _finditer_rough(_SSN_BARE_RE, text, _SSN_BARE_ROUGH_RE, shadow)
+        else:
+            bare = _SSN_BARE_RE.finditer(text)
+        for m in bare:
             if (
                 m.start() in seen
                 or not starts_token(text, m.start(), "-")
@@ -179,6 +230,13 @@ _AN = "[AC-HJKMNP-RT-Y0-9]"
 _MBI_RE = re.compile(
     rf"([1-9]{_A}{_AN}[0-9])-?({_A}{_AN}[0-9])-?({_A}{_A}[0-9]{{2}})(?![A-Za-z0-9])"
 )
+# The same pattern on a shadow where each of its classes is one literal: "1" for
+# 1-9, "0" for 0, "A" for a letter of _A. Every class it asks about is ASCII, so
+# the two agree on any text; the shadow's starts with the literal "1A".
+_MBI_SHADOW = str.maketrans(
+    {**dict.fromkeys("123456789", "1"), **dict.fromkeys("ACDEFGHJKMNPQRTUVWXY", "A")}
+)
+_MBI_SHADOW_RE = re.compile(r"(1A[A01][01])-?(A[A01][01])-?(AA[01]{2})(?![A-Za-z0-9])")
 
 
 class MbiDetector:
@@ -191,16 +249,22 @@ class MbiDetector:
         """Findings in one segment."""
         if not ctx.digits:
             return
+        text = seg.text
         medicare = None
-        for m in _MBI_RE.finditer(seg.text):
-            if not starts_token(seg.text, m.start(), "-"):
+        if len(text) < _SHADOW_MIN:
+            matches = _MBI_RE.finditer(text)
+        else:
+            matches = _MBI_SHADOW_RE.finditer(text.translate(_MBI_SHADOW))
+        for m in matches:
+            start, end = m.span()
+            if not starts_token(text, start, "-"):
                 continue
-            value = m.group(1) + m.group(2) + m.group(3)
+            value = text[start : m.end(1)] + text[m.start(2) : m.end(2)] + text[m.start(3) : end]
             # A run of digits with two letters is rarely anything else, but
             # the keyword makes it certain.
             if medicare is None:
                 medicare = _hinted(low, _MEDICARE_KW_HINTS)
-            keyword = (medicare and near(low, m.start(), m.end(), _MEDICARE_KW_RE, 60, 20)) or bool(
+            keyword = (medicare and near(low, start, end, _MEDICARE_KW_RE, 60, 20)) or bool(
                 ctx.header and _MEDICARE_KW_RE.search(ctx.header)
             )
             yield Finding(
@@ -211,8 +275,8 @@ class MbiDetector:
                 seg.location,
                 "*******" + value[-4:],
                 1.0 if keyword else 0.85,
-                m.start(),
-                m.end(),
+                start,
+                end,
                 1.0,
                 value_key("mbi", value),
             )
@@ -355,6 +419,68 @@ def _keyword_search(low: str, lo: int, start: int) -> re.Match[str] | None:
     return None
 
 
+# _ID_CANDIDATE_RE for the shadow of an ASCII text where every letter is "a",
+# every digit "0", every separator " " and every other character "X" ("-" and
+# "'" stay): the same matches, but a pattern that starts with the literal "a " is
+# skipped to far faster. It takes the letter before the separator (never part of
+# the previous match, which ends in a digit); the possessive run and the
+# look-ahead for a "0" only turn away sooner what could not match; the second
+# group is the rest of the token.
+_ID_SHADOW = str.maketrans(
+    {
+        **dict.fromkeys(map(chr, range(128)), "X"),
+        **dict.fromkeys(string.ascii_lowercase, "a"),
+        **dict.fromkeys(string.digits, "0"),
+        # Every ASCII character \s matches, and the other separators.
+        **dict.fromkeys([c for c in map(chr, range(128)) if c.isspace()] + list(":#=."), " "),
+        "-": "-",
+        "'": "'",
+    }
+)
+_ID_SHADOW_CANDIDATE_RE = re.compile(r"a [ -]*+(?=[a-]*+0)([a0-]{0,17}?000)(?=([a0-]*))")
+
+
+# _ID_CANDIDATE_RE, with the rest of the token (what _TOKEN_HEAD_RE reads) as a
+# second group, as the shadow pattern has it.
+_ID_CANDIDATE_TAIL_RE = re.compile(_ID_CANDIDATE_RE.pattern + r"(?=([a-z0-9-]*))")
+
+
+# The text the keyword phrase before a value can depend on: _keyword_before reads
+# at most this far back. The phrase patterns match only letters, spaces and the
+# separators below; so does every test _keyword_before makes on the way, so none
+# reaches across another character (a digit, "|", "/"...). The phrase of a value
+# is therefore a function of the text from the last such character before it:
+# in a table, the column label ("| MRN: ") that every row repeats. In the
+# shadow of an ASCII text these characters are the "0"s and "X"s.
+_PHRASE_REACH = _ID_GAP + _LONGEST_END
+_LAST_HARD_RE = re.compile(r".*[^a-z'.#:=\-\u2013\s]", re.DOTALL)
+# (back, keyword_back, rule, category, weight): a value at `start` has its phrase
+# from start - back, its keyword ending at start - keyword_back.
+_Phrase = tuple[int, int, str, str, float]
+_UNSEEN: _Phrase = (0, 0, "", "", 0.0)  # not looked up yet (None: no phrase)
+
+
+def _last_hard(low: str, lo: int, start: int) -> int:
+    """Index of the last character of low[lo:start] no keyword phrase holds, or -1."""
+    m = _LAST_HARD_RE.match(low, lo, start)
+    return m.end() - 1 if m is not None else -1
+
+
+def _phrase(context: str) -> _Phrase | None:
+    """The keyword phrase at the end of a _phrase_context, if one may precede an id."""
+    start = len(context)
+    m = _keyword_before(context, start)
+    if m is None or not starts_token(context, m.start()):
+        return None
+    group = next(g for g in _ID_FAMILY if m.group(g) is not None)
+    sep = m.group("sep")
+    marked = m.group("suf") or ":" in sep or "#" in sep or "=" in sep
+    if not marked and not m.group(group).startswith(_BARE_OK):
+        return None
+    rule, category, weight = _ID_FAMILY[group]
+    return start - m.start(), start - m.end(group), rule, category, weight
+
+
 class KeywordIdDetector:
     """Record, member, account, claim, policy and licence numbers next to their keywords."""
 
@@ -366,53 +492,61 @@ class KeywordIdDetector:
         if not ctx.digits:
             return  # every candidate, and every id cell, holds digits
         text = seg.text
+        location = seg.location
+        version = self.version
         taken: set[int] = set()
         # Anchored on numbers (rare in prose) rather than on keywords ("patient",
         # "member" are everywhere in healthcare mail): each candidate is a token
         # with three digits in a row where a keyword phrase may end before it.
-        for cand in _ID_CANDIDATE_RE.finditer(low):
+        if low.isascii():
+            shadow = low.translate(_ID_SHADOW)
+            candidates = _ID_SHADOW_CANDIDATE_RE.finditer(shadow)
+        else:
+            shadow = ""
+            candidates = _ID_CANDIDATE_TAIL_RE.finditer(low)
+        # The phrase before each value, by the text it depends on (a table repeats
+        # it on every row). Local to this call: it holds text of the message.
+        phrases: dict[str, _Phrase | None] = {}
+        for cand in candidates:
             start = cand.start(1)
-            tail = _TOKEN_HEAD_RE.match(low, cand.end(1))
-            end = tail.end() if tail is not None else cand.end(1)
-            token = low[start:end]
-            if token[0] == "-" or token[-1] == "-":
-                token = token.strip("-")
+            end = cand.end(2)
+            if low[start] == "-" or low[end - 1] == "-":
+                token = low[start:end].strip("-")
                 start = low.index(token, start)
                 end = start + len(token)
-            if not 3 <= len(token) <= 20 or len(token) - len(token.translate(_NO_DIGITS)) < 4:
+            if not 3 <= end - start <= 20:
                 continue
-            m = _keyword_before(low, start)
-            if m is None or not starts_token(low, m.start()):
+            lo = start - _PHRASE_REACH if start > _PHRASE_REACH else 0
+            if shadow:
+                if shadow.count("0", start, end) < 4:
+                    continue
+                hard = max(shadow.rfind("0", lo, start), shadow.rfind("X", lo, start))
+            else:
+                if end - start - len(low[start:end].translate(_NO_DIGITS)) < 4:
+                    continue
+                hard = _last_hard(low, lo, start)
+            context = low[hard if hard >= 0 else lo : start]
+            phrase = phrases.get(context, _UNSEEN)
+            if phrase is _UNSEEN:
+                phrase = phrases[context] = _phrase(context)
+            if phrase is None:
                 continue
-            # Dates next to "visit" or "member since" are not ids.
-            if DATE_RE.fullmatch(low, start, end):
+            # Dates next to "visit" or "member since" are not ids. A token has no
+            # "/", "." or space: only a date written with "-" can be one.
+            if low.find("-", start, end) >= 0 and DATE_RE.fullmatch(low, start, end):
                 continue
-            group = next(g for g in _ID_FAMILY if m.group(g) is not None)
-            keyword = m.group(group)
-            sep = m.group("sep")
-            marked = m.group("suf") or ":" in sep or "#" in sep or "=" in sep
-            if not marked and not keyword.startswith(_BARE_OK):
-                continue
-            rule, category, weight = _ID_FAMILY[group]
+            back, keyword_back, rule, category, weight = phrase
             if category == "account" and _PATIENT_ACCOUNT_RE.search(
-                low, max(0, m.start() - 20), m.end(group)
+                low, max(0, start - back - 20), start - keyword_back
             ):
                 weight = 1.0
             value = text[start:end]
             taken.add(start)
-            yield Finding(
-                rule,
-                self.version,
-                category,
-                "identifier",
-                seg.location,
-                mask_token(value, 4 if len(value) >= 8 else 2),
-                0.9,
-                m.start(),
-                end,
-                weight,
-                value_key(category, value.upper()),
-            )
+            yield _new(
+                Finding,
+                (rule, version, category, "identifier", location, _mask_id(value), 0.9,
+                 start - back, end, weight, value_key(category, value.upper())),
+            )  # fmt: skip
         if ctx.header:
             yield from self._table_ids(seg, text, ctx, taken)
 
@@ -420,11 +554,15 @@ class KeywordIdDetector:
         self, seg: SegmentLike, text: str, ctx: ScanContext, taken: set[int]
     ) -> Iterator[Finding]:
         """In a row whose table has an MRN/member column, id-like cells are those ids."""
+        lowered = ""  # text.lower(), once a cell needs it
         for category, header_re in _HEADER_IDS:
             if not header_re.search(ctx.header):
                 continue
             for m in _ID_CELL_RE.finditer(text):
-                if m.start() in taken or DATE_RE.fullmatch(text.lower(), m.start(), m.end()):
+                if m.start() in taken:
+                    continue
+                lowered = lowered or text.lower()
+                if DATE_RE.fullmatch(lowered, m.start(), m.end()):
                     continue
                 value = m.group(0)
                 if len(digits(value)) < 5:
@@ -446,6 +584,15 @@ class KeywordIdDetector:
                 break
 
 
+def _mask_id(value: str) -> str:
+    """mask_token(value, 4 if len(value) >= 8 else 2), without its cost on plain values."""
+    n = len(value)
+    keep = 4 if n >= 8 else 2
+    if not value.isalnum():
+        return mask_token(value, keep)
+    return "*" * n if n <= keep + 2 else "*" * (n - keep) + value[-keep:]
+
+
 _HEADER_IDS = (
     ("mrn", re.compile(r"\b(?:mrn|medical record|chart (?:no|#|number)|patient id)")),
     ("member-id", re.compile(r"\b(?:member|subscriber|medicaid) ?(?:id|#|no|number)")),
@@ -465,18 +612,26 @@ _ENCOUNTER_RE = re.compile(
     rf"\b[\s:#=\-\u2013(]{{0,6}}{DATE_PATTERN}"
 )
 _DOB_HEADER_RE = re.compile(r"\b(?:dob|d\.o\.b|date of birth|birth ?date|birthday)\b")
-# Every keyword of the two patterns above contains one of these literals.
+# Every keyword of the two patterns above contains one of these literals (" date"
+# stands for "visit date", "service date" and "surgery date", "ed on" for
+# "expired on" and "died on": each hint costs a search of the whole text).
 _DOB_HINTS = ("dob", "d.o.b", "birth", "born")
-_ENCOUNTER_HINTS = (
-    "admi", "date of", "discharge", "dos", "d.o.s", "dod", "visit date", "service date", "seen",
-    "surgery date", "expired on", "died on",
-)  # fmt: skip
+_ENCOUNTER_HINTS = ("admi", "date of", " date", "discharge", "dos", "d.o.s", "dod", "seen", "ed on")
 
 
 def _covered(starts: list[int], ends: list[int], pos: int) -> bool:
     """Whether pos lies inside one of the spans (sorted, not overlapping)."""
     i = bisect_right(starts, pos) - 1
     return i >= 0 and pos < ends[i]
+
+
+# (pattern, category, weight, hints) of the two passes, in order. Each pattern
+# has DATE_PATTERN's groups and no others (a test checks), so that
+# match.groups() reads them all at once.
+_DATE_PASSES = (
+    (_DOB_RE, "dob", 1.0, _DOB_HINTS),
+    (_ENCOUNTER_RE, "encounter-date", 0.6, _ENCOUNTER_HINTS),
+)
 
 
 class DateDetector:
@@ -490,25 +645,30 @@ class DateDetector:
         if not ctx.digits:
             return
         this_year = dt.date.today().year
+        location = seg.location
+        version = self.version
         # Spans of the dates found so far: a DOB is not also an encounter date.
         starts: list[int] = []
         ends: list[int] = []
-        for pattern, category, weight, hints in (
-            (_DOB_RE, "dob", 1.0, _DOB_HINTS),
-            (_ENCOUNTER_RE, "encounter-date", 0.6, _ENCOUNTER_HINTS),
-        ):
+        for pattern, category, weight, hints in _DATE_PASSES:
             if not _hinted(low, hints):
                 continue
             found: list[tuple[int, int]] = []
             for m in pattern.finditer(low):
                 start, end = m.span()
-                if not starts_token(low, start):
-                    continue
-                date = parse_date(m, this_year)
-                if date is None or _covered(starts, ends, start) or _covered(starts, ends, end - 1):
+                if start and ((c := low[start - 1]).isalnum() or c == "_"):
+                    continue  # not at the start of a token (starts_token)
+                date = date_groups(m.groups(), this_year)
+                if date is None or (
+                    starts and (_covered(starts, ends, start) or _covered(starts, ends, end - 1))
+                ):
                     continue
                 found.append((start, end))
-                yield self._finding(seg, start, end, category, weight, date.isoformat())
+                yield _new(
+                    Finding,
+                    (category, version, category, "identifier", location, "**/**/****", 0.95,
+                     start, end, weight, value_key(category, date.isoformat())),
+                )  # fmt: skip
             # One pattern's matches never overlap each other: merge them once.
             if found:
                 spans = sorted(zip(starts, ends, strict=True)) + found
@@ -552,6 +712,10 @@ _PHONE_RES = (
     re.compile(r"\(([2-9]\d\d)\) ?([2-9]\d\d)[ .-](\d{4})(?![\w/-]|\.\d)"),
     re.compile(r"([2-9]\d\d)[ .-]([2-9]\d\d)[ .-](\d{4})(?![\w/-]|\.\d)"),
 )
+# Where the second matches an ASCII text, this matches its _ZERO_DIGITS shadow
+# (and maybe elsewhere): found with a quick skip to "000" rather than a try at
+# every digit.
+_PHONE_ZERO_RE = re.compile(r"000[ .-]000[ .-]0000(?![\w/-]|\.0)")
 _FAX_RE = re.compile(r"\bfax\b|\bf:")
 
 
@@ -565,29 +729,35 @@ class PhoneDetector:
         """Findings in one segment."""
         if not ctx.digits:
             return
-        matches = [m for r in _PHONE_RES for m in r.finditer(seg.text)]
+        text = seg.text
+        matches = list(_PHONE_RES[0].finditer(text))
+        if len(text) >= _SHADOW_MIN and text.isascii():
+            bare = _finditer_rough(
+                _PHONE_RES[1], text, _PHONE_ZERO_RE, text.translate(_ZERO_DIGITS)
+            )
+        else:
+            bare = _PHONE_RES[1].finditer(text)
+        more = list(bare)
+        if more:
+            # One starts with "(", the other with a digit: no two start alike.
+            matches = sorted(matches + more, key=lambda m: m.start())
         if not matches:
             return
+        location = seg.location
+        version = self.version
         # Every fax label holds one of these: without them no number is a fax.
         faxes = "fax" in low or "f:" in low
-        for m in sorted(matches, key=lambda m: m.start()):
-            if not starts_token(seg.text, m.start(), "/.-"):
-                continue
-            number = m.group(1) + m.group(2) + m.group(3)
-            fax = faxes and near(low, m.start(), m.end(), _FAX_RE, 15, 0)
-            yield Finding(
-                "fax" if fax else "phone",
-                self.version,
-                "fax" if fax else "phone",
-                "identifier",
-                seg.location,
-                "***-***-" + number[-4:],
-                0.8,
-                m.start(),
-                m.end(),
-                0.25,
-                value_key("phone", number),
-            )
+        for m in matches:
+            start, end = m.span()
+            if start and ((c := text[start - 1]).isalnum() or c in "_/.-"):
+                continue  # not at the start of a token (starts_token)
+            area, exchange, line = m.groups()
+            rule = "fax" if faxes and near(low, start, end, _FAX_RE, 15, 0) else "phone"
+            yield _new(
+                Finding,
+                (rule, version, rule, "identifier", location, "***-***-" + line, 0.8, start, end,
+                 0.25, value_key("phone", area + exchange + line)),
+            )  # fmt: skip
 
 
 # --- E-mail addresses ---------------------------------------------------------------
@@ -648,6 +818,9 @@ _STREET_RE = re.compile(
 # dates and numbers), the digit-by-digit search above is not worth running.
 _STREET_SUFFIX_RE = re.compile(r"\s" + _STREET_SUFFIX)
 _ZIP_RE = re.compile(r"\b[a-z]{2}\.?,?\s+(\d{5})(?:-\d{4})?(?!\d)|,\s*(\d{5})(?:-\d{4})?(?!\d)")
+# Where _ZIP_RE matches an ASCII text, its five digits are in the _ZERO_DIGITS
+# shadow: after a space or a comma, and before no other digit.
+_ZIP_ZERO_RE = re.compile(r"00000(?!0)(?<=[\s,]00000)")
 
 
 class AddressDetector:
@@ -658,7 +831,17 @@ class AddressDetector:
 
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
         """Findings in one segment."""
-        if not ctx.digits or not _STREET_SUFFIX_RE.search(low):
+        if not ctx.digits:
+            return
+        # Every address ends in a ZIP code; on ASCII, a far quicker test than the
+        # search for a street suffix.
+        if (
+            len(low) >= _SHADOW_MIN
+            and low.isascii()
+            and not _ZIP_ZERO_RE.search(low.translate(_ZERO_DIGITS))
+        ):
+            return
+        if not _STREET_SUFFIX_RE.search(low):
             return
         for m in _STREET_RE.finditer(low):
             z = _ZIP_RE.search(low, m.end(), min(len(low), m.end() + 80))

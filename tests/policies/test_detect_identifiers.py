@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.detect import Finding, ScanContext, scan_segment
-from policies.detect.identifiers import ssn_valid
+from policies.detect import Detector, Finding, ScanContext, scan_segment
+from policies.detect import identifiers as ids
+from policies.detect.base import lower_same_length, mask_token, starts_token, value_key
+from policies.detect.dates import DATE_GROUPS, DATE_RE, date_groups, parse_date
+from policies.detect.identifiers import (
+    AddressDetector,
+    DateDetector,
+    HicnDetector,
+    KeywordIdDetector,
+    MbiDetector,
+    PhoneDetector,
+    SsnDetector,
+    ssn_valid,
+)
 from policies.extract import Segment
 
 
@@ -280,3 +295,180 @@ def test_names_without_patient_context(text: str) -> None:
 def test_labelled_name_columns() -> None:
     found = of(scan("Last name: Doe | First name: Jane | DOB: 1980-02-01", is_row=True), "name")
     assert found and found[0].masked == "J*** D***"
+
+
+# --- fast paths agree with the plain ones ------------------------------------------------
+#
+# Several detectors search an ASCII text through a "shadow" copy (one literal per
+# character class) and KeywordIdDetector memoises the keyword phrase before a
+# value by the text it depends on. These tests hold them to the plain search.
+
+FRAGMENTS = (
+    "MRN", "mrn: ", "MRN #", "Patient account #: ", "account #: ", "acct no ", "member id ",
+    "Medical record number ", "Policy number: ", "claim ", "xmrn: ", "Re: ", "chart: ", "dl ",
+    "| ", " | ", "/", "(", ")", ",", "'", "x", "Ab", "the ", "is ", "of ", "no. ", "id ",
+    "123", "4567", "0589068", "LCA7937164", "2023-000123", "-", "--", "000", "9", " ", "  ",
+    "\n", "\t", "\r\n", ":", ".", "#", "=", "SSN ", "ssn: ", "219-45-6781", "219 45 6781",
+    "219456781", "219-45-\n6781", "219-45-6781A", "219456781A", "Medicare claim number ",
+    "HIC ", "Medicare ", "(419) 555-0142",
+    "419.555.0142", "419-555-0142 ", "fax: ", "1EG4-TE5-MK73", "1EG4TE5MK73", "DOB: ",
+    "07/17/1967", "1997-11-15", "3/4/62", "Admitted on ", "visit date ", "died on ",
+    "123 Main Street, Springfield, IL 62704", "12 Oak Ave ", "62704", ", 02139-1234",
+)  # fmt: skip
+
+
+def random_texts(seed: int, count: int, longest: int = 30) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(1, longest))) for _ in range(count)
+    ]
+
+
+def findings_of(detector: Detector, text: str) -> list[tuple[object, ...]]:
+    seg = Segment("body/1 text/plain", text, "body", False)  # type: ignore[arg-type]
+    return [tuple(f) for f in detector.scan(seg, lower_same_length(text))]
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [
+        SsnDetector(), MbiDetector(), HicnDetector(), KeywordIdDetector(), DateDetector(),
+        PhoneDetector(), AddressDetector(),
+    ],
+    ids=lambda d: type(d).__name__,
+)  # fmt: skip
+def test_ascii_fast_paths_agree_with_the_plain_search(detector: Detector) -> None:
+    # A non-ASCII character far past the end sends the same text down the plain
+    # path; inert padding makes it long enough for every fast path.
+    for text in random_texts(1, 400):
+        padded = "\x00" * ids._SHADOW_MIN + text
+        plain = findings_of(detector, padded + " " * 100 + "\u00e9")
+        assert findings_of(detector, padded) == plain, text
+
+
+def _reference_keyword_ids(text: str) -> list[tuple[object, ...]]:
+    """KeywordIdDetector's findings worked out for each value on its own, unmemoised."""
+    low = lower_same_length(text)
+    out: list[tuple[object, ...]] = []
+    for cand in ids._ID_CANDIDATE_RE.finditer(low):
+        start = cand.start(1)
+        tail = ids._TOKEN_HEAD_RE.match(low, cand.end(1))
+        end = tail.end() if tail is not None else cand.end(1)
+        token = low[start:end]
+        if token[0] == "-" or token[-1] == "-":
+            token = token.strip("-")
+            start = low.index(token, start)
+            end = start + len(token)
+        if not 3 <= len(token) <= 20 or len(token) - len(token.translate(ids._NO_DIGITS)) < 4:
+            continue
+        m = ids._keyword_before(low, start)
+        if m is None or not starts_token(low, m.start()) or DATE_RE.fullmatch(low, start, end):
+            continue
+        group = next(g for g in ids._ID_FAMILY if m.group(g) is not None)
+        sep = m.group("sep")
+        marked = m.group("suf") or ":" in sep or "#" in sep or "=" in sep
+        if not marked and not m.group(group).startswith(ids._BARE_OK):
+            continue
+        rule, category, weight = ids._ID_FAMILY[group]
+        if category == "account" and ids._PATIENT_ACCOUNT_RE.search(
+            low, max(0, m.start() - 20), m.end(group)
+        ):
+            weight = 1.0
+        value = text[start:end]
+        masked = mask_token(value, 4 if len(value) >= 8 else 2)
+        key = value_key(category, value.upper())
+        out.append((rule, 1, category, "identifier", "body/1 text/plain", masked, 0.9, m.start(),
+                    end, weight, key))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # One label after different text: each value gets the phrase of its own row.
+        "Patient account #: 55443322 | account #: 55443323 | account #: 55443324",
+        "patient x account #: 55443322\nguarantor account #: 55443323\naccount #: 1234567",
+        "| mrn: 0589068 | xmrn: 0589069 | mrn: 0589070 |mrn: 0589071",
+        "Re: the  chart: 1234567 | 9 chart: 1234568 | a chart: 1234569",
+        "member id 12345678 / member id: 12345679 / subscriber id 12345670",
+        # A phrase longer than the reach, and values at the very start.
+        "a " * 40 + "medical record number: 00123456",
+        "1234567 mrn 7654321",
+        "mrn 1234-5678 chart: 03-04-2020 claim #2023-000123 claim #-2023-000124-",
+    ],
+)
+def test_keyword_phrase_memo_agrees_with_each_value_alone(text: str) -> None:
+    assert findings_of(KeywordIdDetector(), text) == _reference_keyword_ids(text)
+
+
+def test_keyword_phrase_memo_on_random_texts() -> None:
+    for text in random_texts(2, 600, longest=40):
+        assert findings_of(KeywordIdDetector(), text) == _reference_keyword_ids(text), text
+
+
+@given(st.text(alphabet="am0 -:|#.'\n", max_size=60))
+@settings(max_examples=400, deadline=None)
+def test_shadow_candidates_agree(text: str) -> None:
+    low = "mrn " + text + " 1234"
+    shadow = low.translate(ids._ID_SHADOW)
+    fast = [(*m.span(1), m.end(2)) for m in ids._ID_SHADOW_CANDIDATE_RE.finditer(shadow)]
+    plain = [(*m.span(1), m.end(2)) for m in ids._ID_CANDIDATE_TAIL_RE.finditer(low)]
+    assert fast == plain
+
+
+def test_shadows_keep_the_classes_their_patterns_ask_about() -> None:
+    for c in map(chr, range(128)):
+        id_shadow = c.translate(ids._ID_SHADOW)
+        assert (id_shadow == "a") == ("a" <= c <= "z")
+        assert (id_shadow == "0") == c.isdigit()
+        assert (id_shadow == " ") == (c.isspace() or c in ":#=.")
+        # The characters no keyword phrase holds are the "0"s and "X"s.
+        hard = re.fullmatch(r"[^a-z'.#:=\-\u2013\s]", c) is not None
+        assert hard == (id_shadow in "0X")
+        # The SSN shadow only has to keep every match (a rough search): a "~" of
+        # the text itself may pass for a separator there.
+        if c in " \t\r\n-" or c.isdigit():
+            assert c.translate(ids._SSN_SHADOW) == ("0" if c.isdigit() else "~")
+        mbi = c.translate(ids._MBI_SHADOW)
+        assert (mbi == "1") == (c in "123456789")
+        assert (mbi == "A") == (re.fullmatch(ids._A, c) is not None)
+
+
+@pytest.mark.parametrize("pattern", [ids._DOB_RE, ids._ENCOUNTER_RE, DATE_RE])
+def test_date_patterns_hold_only_the_date_groups(pattern: re.Pattern[str]) -> None:
+    # DateDetector reads a match's groups() as DATE_GROUPS.
+    assert pattern.groupindex == {g: i for i, g in enumerate(DATE_GROUPS, 1)}
+    assert pattern.groups == len(DATE_GROUPS)
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["07/17/1967", "7/4/62", "25/12/1970", "13/45/1962", "02/29/2001", "1997-11-15",
+     "march 14, 1962", "sept 3rd 2001", "14 mar 1962", "3rd-jun-99", "01/02/2099"],
+)  # fmt: skip
+def test_date_groups_reads_as_parse_date(written: str) -> None:
+    m = DATE_RE.fullmatch(written)
+    assert m is not None
+    assert date_groups(m.groups(), 2024) == parse_date(m, 2024)
+
+
+def test_encounter_hints_cover_every_keyword() -> None:
+    keywords = [
+        "admitted", "admission", "admission date", "admitted on", "admit date", "date of admission",
+        "date of discharge", "date of service", "date of death", "date of visit", "date of surgery",
+        "date of procedure", "date of injury", "discharge", "discharged", "discharge date",
+        "discharged on", "dos", "d.o.s", "dod", "visit date", "service date", "seen on",
+        "seen in clinic on", "surgery date", "expired on", "died on",
+    ]  # fmt: skip
+    for keyword in keywords:
+        assert ids._ENCOUNTER_RE.match(f"{keyword} 01/02/2020"), keyword
+        assert any(h in keyword for h in ids._ENCOUNTER_HINTS), keyword
+
+
+@given(st.text(alphabet="1290AEKSBZa-x ", max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_mbi_shadow_agrees(text: str) -> None:
+    for probe in (text, "1EG4-TE5-MK73 " + text, text + "9AA0AA0AA00"):
+        shadow = probe.translate(ids._MBI_SHADOW)
+        fast = [m.regs for m in ids._MBI_SHADOW_RE.finditer(shadow)]
+        assert fast == [m.regs for m in ids._MBI_RE.finditer(probe)]
