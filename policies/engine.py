@@ -7,10 +7,12 @@ loop. Any exception here is the caller's cue to fail closed (4xx).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from policies import decision
 from policies.detect import Detector, default_detectors, scan_segment
@@ -114,6 +116,7 @@ def analyse(
     """Run the detectors over every segment and classify the message."""
     dets = detectors if detectors is not None else default_detectors()
     scanned: list[ScannedSegment] = []
+    joined: dict[str, Joined] = {}
     # Address headers are the envelope's business; the subject is scanned.
     segments = [s for s in extraction.segments if s.kind != "header"]
     i = 0
@@ -124,13 +127,13 @@ def analyse(
             table = _table_of(seg)
             while j < len(segments) and segments[j].is_row and _table_of(segments[j]) == table:
                 j += 1
-            scanned.extend(_scan_together(segments[i:j], dets, _ROW_JOIN))
+            scanned.extend(_scan_together(segments[i:j], dets, _ROW_JOIN, joined))
         else:
             # The pages of a PDF, the parts of a body: one scan instead of one per
             # segment, which costs each detector a fixed amount however short it is.
             while j < len(segments) and not segments[j].is_row and segments[j].kind == seg.kind:
                 j += 1
-            scanned.extend(_scan_together(segments[i:j], dets, _SEGMENT_JOIN))
+            scanned.extend(_scan_together(segments[i:j], dets, _SEGMENT_JOIN, joined))
         i = j
     if allowed_keys:
         scanned = [
@@ -140,7 +143,10 @@ def analyse(
             )
             for s in scanned
         ]
-    return classify(scanned, thresholds)
+    result = classify(scanned, thresholds)
+    if not joined:
+        return result
+    return dataclasses.replace(result, findings=tuple(placed(f, joined) for f in result.findings))
 
 
 # Rows of a table are joined by a line break: a row's context may reach the next
@@ -153,8 +159,19 @@ _ROW_JOIN = "\n"
 _SEGMENT_JOIN = "\n" + "\x00" * 200 + "\n"
 
 
+@dataclass(frozen=True)
+class Joined:
+    """Segments scanned as one text: where each began in it, to place findings back."""
+
+    segments: Sequence[Segment]
+    starts: list[int]
+
+
 def _scan_together(
-    segs: Sequence[Segment], dets: tuple[Detector, ...], joiner: str
+    segs: Sequence[Segment],
+    dets: tuple[Detector, ...],
+    joiner: str,
+    joined: dict[str, Joined],
 ) -> list[ScannedSegment]:
     """Scan several segments as one text, then give each segment its own findings.
 
@@ -162,39 +179,42 @@ def _scan_together(
     patient; running every detector once per segment would cost far more than
     the text itself. Rows are labelled by extraction ("DOB: 1980-02-01"), so
     each row still carries its own context.
+
+    Each segment's findings keep the joined text's location and offsets, which
+    the verdict only compares within a segment: `placed` rewrites the few that
+    end up in the decision (a patient list has thousands). `joined` records how.
     """
     if len(segs) == 1:
         return [ScannedSegment(segs[0], scan_segment(segs[0], dets))]
-    rows = segs
     starts: list[int] = []
     pos = 0
-    for row in rows:
+    for seg in segs:
         starts.append(pos)
-        pos += len(row.text) + len(joiner)
-    joined = Segment(
-        rows[0].location, joiner.join(r.text for r in rows), rows[0].kind, rows[0].is_row
+        pos += len(seg.text) + len(joiner)
+    first = segs[0]
+    found = scan_segment(
+        Segment(first.location, joiner.join(s.text for s in segs), first.kind, first.is_row), dets
     )
-    per_row: list[list[Finding]] = [[] for _ in rows]
-    # Findings come in text order, so the row of each is found by walking forward.
-    k, last = 0, len(rows) - 1
-    next_start = starts[1]
-    new = tuple.__new__  # Finding's own constructor, minus its Python-level argument handling
-    location, offset, size = rows[0].location, 0, len(rows[0].text)
-    for f in scan_segment(joined, dets):
-        rule, version, category, kind, _, masked, score, start, end, weight, key = f
-        if start >= next_start:
-            k = bisect_right(starts, start) - 1
-            next_start = starts[k + 1] if k < last else len(joined.text) + 1
-            location, offset, size = rows[k].location, starts[k], len(rows[k].text)
-        end -= offset
-        per_row[k].append(
-            new(
-                Finding,
-                (rule, version, category, kind, location, masked, score, start - offset,
-                 end if end < size else size, weight, key),
-            )
-        )  # fmt: skip
-    return [ScannedSegment(row, found) for row, found in zip(rows, per_row, strict=True)]
+    joined[first.location] = Joined(segs, starts)
+    # Findings come in text order: each segment's are one slice of the list.
+    at = [f.start for f in found]
+    bounds = [bisect_left(at, start) for start in starts]
+    bounds.append(len(found))
+    return [ScannedSegment(seg, found[bounds[k] : bounds[k + 1]]) for k, seg in enumerate(segs)]
+
+
+def placed(f: Finding, joined: dict[str, Joined]) -> Finding:
+    """A finding of a joined scan, with the location and offsets of its own segment."""
+    group = joined.get(f.location)
+    if group is None:
+        return f
+    k = bisect_right(group.starts, f.start) - 1
+    seg, offset = group.segments[k], group.starts[k]
+    return f._replace(
+        location=seg.location,
+        start=f.start - offset,
+        end=min(f.end - offset, len(seg.text)),
+    )
 
 
 # Pictures below this size are logos and banners rather than scanned pages.

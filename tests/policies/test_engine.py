@@ -196,7 +196,7 @@ def test_decision_json_never_holds_matched_text(rules: Ruleset) -> None:
 def test_segments_scanned_together_get_their_own_findings() -> None:
     """Pages are scanned as one text for speed; no match may reach across a page break."""
     from policies.detect import default_detectors, scan_segment
-    from policies.engine import _SEGMENT_JOIN, _scan_together
+    from policies.engine import _SEGMENT_JOIN, Joined, _scan_together, placed
     from policies.extract import Segment
 
     pages = [
@@ -208,7 +208,8 @@ def test_segments_scanned_together_get_their_own_findings() -> None:
         "03/04/1956 potassium 5.9 mmol/L",
     ]
     segs = [Segment(f"attachment 2 (.pdf)/page {i}", t, "attachment") for i, t in enumerate(pages)]
-    together = _scan_together(segs, default_detectors(), _SEGMENT_JOIN)
+    joined: dict[str, Joined] = {}
+    together = _scan_together(segs, default_detectors(), _SEGMENT_JOIN, joined)
     for seg, scanned in zip(segs, together, strict=True):
         alone = scan_segment(seg)
-        assert list(scanned.findings) == alone, seg.location
+        assert [placed(f, joined) for f in scanned.findings] == alone, seg.location
