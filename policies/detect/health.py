@@ -79,6 +79,10 @@ class _Index:
     sites: frozenset[str]  # body sites, singular and plural
     sited: frozenset[str]  # conditions that name a site ("fracture of the ... radius")
     heads_only: frozenset[str]  # words located only as the start of a phrase
+    # Singles whose finding depends on nothing but the word: no phrase starts with
+    # them, their case and the word before them do not matter, and no body site
+    # can weigh them up.
+    plain: dict[str, _Entry]
 
 
 _SECOND_WORD = re.compile(r"[a-z0-9]+")
@@ -138,7 +142,15 @@ def _index() -> _Index:
     sited = sited | {f"{w}s" for w in sited}
     others = frozenset(singles) | frozenset(drug_names()) | sited | _CONDITION_HEADS
     heads_only = frozenset(ordered) - others
-    return _Index(singles, ordered, others | frozenset(ordered), sites, sited, heads_only)
+    plain = {
+        word: entry
+        for word, entry in singles.items()
+        if word not in ordered
+        and entry.term not in terms.CASE_SENSITIVE
+        and not terms.NOT_AFTER.get(entry.term)
+        and not (word in sited and entry.weight < 1.0)
+    }
+    return _Index(singles, ordered, others | frozenset(ordered), sites, sited, heads_only, plain)
 
 
 _TOKEN_RE = re.compile(r"[a-z][a-z0-9]*(?:['/\-][a-z0-9]+)*")
@@ -166,6 +178,8 @@ _DIAG_SUFFIXES = (
 _SUFFIXES = _PROC_SUFFIXES + _DIAG_SUFFIXES
 # Endings of the words looked at beyond the dictionaries (with "-" compounds).
 _SPECIAL_ENDS = ("'s", *_SUFFIXES)
+# In tokens joined by "\n": the start of each token with a joiner, before it.
+_LEAD_RE = re.compile(r"^[a-z0-9]+(?=['/\-])", re.MULTILINE)
 # Nouns that name a condition together with the word before them.
 _CONDITION_HEADS = frozenset({"disease", "disorder", "syndrome", "deficiency", "insufficiency"})
 _WORD_BEFORE_RE = re.compile(r"([a-z][a-z'-]{2,})[ \t]+$")
@@ -219,7 +233,18 @@ _JOINERS = frozenset("'/-")
 @lru_cache(maxsize=256)
 def _short_word_re(word: str) -> re.Pattern[str]:
     """A whole short word: `find` would stop at every "er" inside "other"."""
-    return re.compile(r"(?<![\w'/\-])" + re.escape(word) + _WORD_END)
+    return re.compile(_whole_word(word))
+
+
+def _whole_word(word: str) -> str:
+    """A regex of the word as a whole token, as `_locate` finds it.
+
+    The word comes first and the look-behind after it, so that the regex engine
+    skips ahead to the word's first letters: a leading look-behind would have it
+    try every position of the text ("(?<!x)er" as slow as "[^x]er" on "other").
+    """
+    w = re.escape(word)
+    return w + r"(?<![\w'/\-]" + w + ")" + _WORD_END
 
 
 def _locate(low: str, words: Iterable[str]) -> list[tuple[int, int, str]]:
@@ -234,7 +259,8 @@ def _locate(low: str, words: Iterable[str]) -> list[tuple[int, int, str]]:
         i = low.find(w)
         while i >= 0:
             e = i + size
-            if starts_token(low, i, "'/-") and not (
+            c = low[i - 1] if i else " "  # starts_token(low, i, "'/-"), inline
+            if not (c.isalnum() or c in "_'/-") and not (
                 e < n
                 and (
                     low[e] in _TOKEN_CHARS
@@ -282,6 +308,29 @@ _SITE_AFTER_RE = re.compile(r"[ \t]+of[ \t]+((?:[a-z]+[ \t-]+){0,3}[a-z]+)")
 _SITE_WORD_RE = re.compile(r"[a-z]+")
 
 
+# Shorter texts are tokenised by findall alone: their chunks repeat too little.
+_CHUNKED_FROM = 4096
+
+
+def _tokens(low: str) -> set[str]:
+    """set(_TOKEN_RE.findall(low)), quicker on a long text.
+
+    A token holds no whitespace and the pattern looks at nothing around it, so the
+    tokens of a text are those of its whitespace-separated chunks, each tokenised
+    alone. A table repeats most of its chunks ("name:", "diagnosis:"), and a chunk
+    of small ASCII letters alone is its own token.
+    """
+    if len(low) < _CHUNKED_FROM:
+        return set(_TOKEN_RE.findall(low))
+    out: set[str] = set()
+    for chunk in set(low.split()):
+        if chunk.isalpha() and chunk.isascii() and chunk.islower():
+            out.add(chunk)
+        elif chunk.upper() != chunk:  # it holds a small letter, maybe one of a-z
+            out.update(_TOKEN_RE.findall(chunk))
+    return out
+
+
 class TermDetector:
     """Diagnoses, procedures, lab words, drugs and sensitive-category terms."""
 
@@ -294,15 +343,19 @@ class TermDetector:
         drugs = drug_names()
         # Tokenise in C (findall), intersect with the dictionaries, and only
         # then locate the few words that matter.
-        distinct = set(_TOKEN_RE.findall(low))
+        distinct = _tokens(low)
         wanted = distinct & index.vocabulary
         # A word that only starts phrases ("march", "open") is worth locating only
         # when a word that may follow it occurs too ("fracture", "wound").
         heads_only = wanted & index.heads_only
         if heads_only:
-            seconds = {m.group() for w in distinct for m in (_SECOND_WORD.match(w),) if m}
+            # The start of each token as a second word is keyed: the token itself,
+            # or for "covid-19" its "covid" (a key holds no joiner, so it never
+            # equals a token that does).
+            leads = set(_LEAD_RE.findall("\n".join(distinct)))
             for head in heads_only:
-                if index.phrases[head].keys().isdisjoint(seconds):
+                seconds = index.phrases[head].keys()
+                if seconds.isdisjoint(distinct) and seconds.isdisjoint(leads):
                     wanted.discard(head)
         for w in distinct.difference(index.vocabulary):
             if not (w.endswith(_SPECIAL_ENDS) or "-" in w):
@@ -318,9 +371,31 @@ class TermDetector:
         if not wanted:
             return
         text = seg.text
+        rule, version, location = self.id, self.version, seg.location
+        new = tuple.__new__
+        plain = index.plain
+        # word -> what its finding says besides the span (the finding _term makes):
+        # a table repeats its column labels on every row.
+        made: dict[str, tuple[str, Kind, str, float, float, str]] = {}
         skip_to = 0
         for start, end, word in _locate(low, wanted):
             if start < skip_to:
+                continue
+            if word in plain:
+                facts = made.get(word)
+                if facts is None:
+                    entry = plain[word]
+                    category, weight = entry.category, entry.weight
+                    facts = made[word] = (
+                        category, _kind(category), f"[{category}]", min(1.0, 0.5 + weight / 2),
+                        weight, value_key(category, entry.term),
+                    )  # fmt: skip
+                category, kind, masked, score, weight, key = facts
+                yield new(
+                    Finding,
+                    (rule, version, category, kind, location, masked, score, start, end, weight,
+                     key),
+                )  # fmt: skip
                 continue
             heads = index.phrases.get(word)
             if heads is not None:
@@ -437,8 +512,22 @@ class TermDetector:
 
 # --- ICD-10-CM codes -----------------------------------------------------------------
 
-_ICD_DOTTED_RE = re.compile(r"([A-Z]\d[0-9A-Z])\.([0-9A-Z]{1,4})(?![A-Za-z0-9])")
+# Dotted codes ("J44.9"), found from their dot: a literal first character lets the
+# regex engine skip to the few dots of a text instead of trying at every capital
+# letter. The match starts at the dot; the code's first three characters are the
+# three before it.
+_ICD_DOT_RE = re.compile(r"\.(?<=[A-Z]\d[0-9A-Z]\.)([0-9A-Z]{1,4})(?![A-Za-z0-9])")
 _ICD_BARE_RE = re.compile(r"([A-Z]\d[0-9A-Z]{1,5})(?![A-Za-z0-9\-/]|\.\d)")
+# The same regex over the shape of an ASCII text: capitals as "A", small letters as
+# "a", digits as "0", "-", "/" and "." as themselves, anything else as " ". Its
+# literal start lets the regex engine skip over the capitals that no digit follows,
+# where _ICD_BARE_RE tries a match at every capital of a table.
+_SHAPES = bytes(
+    ord("A") if 65 <= b <= 90 else ord("a") if 97 <= b <= 122 else ord("0") if 48 <= b <= 57
+    else b if b in b"-/." else ord(" ")
+    for b in range(256)
+)  # fmt: skip
+_ICD_BARE_SHAPE_RE = re.compile(rb"A0[A0]{1,5}(?![Aa0\-/]|\.0)")
 _ICD_KW_RE = re.compile(r"\b(?:icd(?:-?10)?(?:-?cm)?|dx|diagnos[ie]s|diag|diagnosis codes?)\b")
 
 
@@ -459,6 +548,10 @@ def icd_category(code: str) -> str:
     return "icd10"
 
 
+# What every finding of one ICD-10-CM code says: category, kind, masked, key.
+_IcdFacts = tuple[str, Kind, str, str]
+
+
 class IcdDetector:
     """ICD-10-CM codes checked against the code set; undotted ones need a keyword."""
 
@@ -471,25 +564,72 @@ class IcdDetector:
             return
         codes = icd10cm_codes()
         text = seg.text
-        for m in _ICD_DOTTED_RE.finditer(text):
-            if not starts_token(text, m.start(), "."):
-                continue
-            code = m.group(1) + m.group(2)
-            if code in codes:
-                yield self._finding(seg, code, m.start(), m.end(), 1.0)
+        location = seg.location
+        new = tuple.__new__
+        # code -> what its findings say: a table repeats a few codes on every row.
+        # Local to this call, like everything it holds.
+        known: dict[str, _IcdFacts] = {}
+        # The same for a dotted code as written ("J44.9"), and what is written so
+        # but is no code.
+        dotted: dict[str, _IcdFacts] = {}
+        rejected: set[str] = set()
+        # A dotted match found from its dot is also found by finditer, but for one
+        # that starts inside an earlier match (after its dot): that one starts after
+        # a "." or an alphanumeric character, and the token check rejects it.
+        for m in _ICD_DOT_RE.finditer(text):
+            start = m.start() - 3
+            if start:
+                c = text[start - 1]
+                if c.isalnum() or c == "_" or c == ".":  # starts_token(text, start, ".")
+                    continue
+            end = m.end()
+            written = text[start:end]
+            facts = dotted.get(written)
+            if facts is None:
+                if written in rejected:
+                    continue
+                code = written.replace(".", "")
+                if code not in codes:
+                    rejected.add(written)
+                    continue
+                facts = dotted[written] = self._facts(code, known)
+            category, kind, masked, key = facts
+            yield new(
+                Finding,
+                (self.id, self.version, category, kind, location, masked, 1.0, start, end, 1.0,
+                 key),
+            )  # fmt: skip
         header_kw = bool(ctx.header and _ICD_KW_RE.search(ctx.header))
-        for m in _ICD_BARE_RE.finditer(text):
-            code = m.group(1)
-            if code not in codes or not starts_token(text, m.start(), ".-/"):
-                continue
-            if header_kw or near(low, m.start(), m.end(), _ICD_KW_RE, 60, 15):
-                yield self._finding(seg, code, m.start(), m.end(), 1.0)
-
-    def _finding(self, seg: SegmentLike, code: str, start: int, end: int, weight: float) -> Finding:
-        masked = code[0] + "**" + (".*" if len(code) > 3 else "")
-        return _health(
-            self.id, self.version, icd_category(code), seg, start, end, weight, code, masked
+        bare: Iterator[re.Match[bytes]] | Iterator[re.Match[str]] = (
+            _ICD_BARE_SHAPE_RE.finditer(text.encode("ascii").translate(_SHAPES))
+            if text.isascii()
+            else _ICD_BARE_RE.finditer(text)
         )
+        for hit in bare:
+            start, end = hit.span()
+            code = text[start:end]
+            if code not in codes or not starts_token(text, start, ".-/"):
+                continue
+            if header_kw or near(low, start, end, _ICD_KW_RE, 60, 15):
+                category, kind, masked, key = self._facts(code, known)
+                yield new(
+                    Finding,
+                    (self.id, self.version, category, kind, location, masked, 1.0, start, end, 1.0,
+                     key),
+                )  # fmt: skip
+
+    @staticmethod
+    def _facts(code: str, known: dict[str, _IcdFacts]) -> _IcdFacts:
+        """What a finding of this code says, wherever it is: category, kind, masked, key.
+
+        The score and weight are 1.0, as _health makes them for a weight of 1.0.
+        """
+        facts = known.get(code)
+        if facts is None:
+            category = icd_category(code)
+            masked = code[0] + "**" + (".*" if len(code) > 3 else "")
+            facts = known[code] = (category, _kind(category), masked, value_key(category, code))
+        return facts
 
 
 # --- Lab results ---------------------------------------------------------------------
@@ -535,12 +675,23 @@ _BP_RE = re.compile(r"(?:bp|blood pressure)[\s:=]{0,4}(?:of |was |is )?\d{2,3}/\
 _A1C_RE = re.compile(r"a1c\b[^\d\n]{0,25}\d{1,2}\.\d\b")
 # "sugar was 320", "glucose 212": values without a unit, as clinicians write them
 _GLUCOSE_RE = re.compile(r"(?:sugars?|glucose|bg|fsbs|cbg)\b[^\d\n]{0,15}\d\d\d?\b(?![./%])")
-# Each pattern with the literals one of which it needs: skipped when none occurs.
-_LAB_SHORTHANDS = (
-    (_BP_RE, ("bp", "blood pressure")),
-    (_A1C_RE, ("a1c",)),
-    (_GLUCOSE_RE, ("sugar", "glucose", "bg", "fsbs", "cbg")),
+# Each pattern with the literals one of which it needs, or none when the pattern is
+# as quick to run as a look for its literals. A look is a regex search: one that
+# starts with a literal character has the regex engine skip from one occurrence of
+# that character to the next, quicker than `in` goes through a long table.
+# ("cbg" needs no look of its own: it holds "bg".)
+_LAB_SHORTHANDS: tuple[tuple[re.Pattern[str], tuple[re.Pattern[str], ...]], ...] = (
+    (_BP_RE, ()),
+    (_A1C_RE, ()),
+    (_GLUCOSE_RE, tuple(re.compile(h) for h in ("sugar", "glucose", "bg", "fsbs"))),
 )
+# The looks for _UNIT_HINTS but "%": the six of a "/" and a letter in one.
+_UNIT_HINT_RES = tuple(re.compile(h) for h in ("/[ldmu\u00b5\u03bc]", "bpm", "fl", "sec", "mm ?hg"))
+
+
+def _has_unit_hint(low: str) -> bool:
+    """any(u in low for u in _UNIT_HINTS), quicker on a long text."""
+    return "%" in low or any(look.search(low) for look in _UNIT_HINT_RES)
 
 
 def _lab_name_before(low: str, names: list[tuple[int, int, str]], pos: int) -> str | None:
@@ -567,7 +718,7 @@ class LabResultDetector:
         if not ctx.digits:
             return
         names: list[tuple[int, int, str]] | None = None
-        values = _LAB_VALUE_RE.finditer(low) if any(u in low for u in _UNIT_HINTS) else ()
+        values = _LAB_VALUE_RE.finditer(low) if _has_unit_hint(low) else ()
         for m in values:
             if names is None:
                 names = [
@@ -582,8 +733,8 @@ class LabResultDetector:
             if test is None:
                 continue
             yield _health(self.id, self.version, "lab-result", seg, m.start(), m.end(), 1.0, test)
-        for pattern, hints in _LAB_SHORTHANDS:
-            if not any(h in low for h in hints):
+        for pattern, looks in _LAB_SHORTHANDS:
+            if looks and not any(look.search(low) for look in looks):
                 continue
             for m in pattern.finditer(low):
                 if not starts_token(low, m.start()) and not low.endswith("hb", 0, m.start()):
@@ -602,10 +753,30 @@ _AGE_SEX_RE = re.compile(
     r"(?:male|female|man|woman|boy|girl|patient|pt|gentleman|lady|m|f)\b)?"
     r"|(?P<short> ?(?:yo|y/o|y\.o\.))(?: ?(?:m|f|male|female)\b)?)"
 )
-# An age above needs one of these words ("Yolanda" is none).
-_AGE_HINT_RE = re.compile(r"y(?:ears?|rs?|/o|\.o|o(?:(?<=\dyo)|(?<=\d yo)))")
+# Where the unit of an age above may begin. It comes right after the age's digits (and
+# a "-" or " "), so an age starts 1-4 characters before one of these: only those few
+# offsets are tried, instead of the whole pattern at every digit of a table.
+_AGE_UNIT_RE = re.compile(r"y(?:ears?[- ]old|rs?[- ]old|o|/o|\.o\.)")
 _CPT_RE = re.compile(r"cpt(?: codes?)?[\s:#]{0,4}(\d{4}[0-9ft])\b")
 _PART2_RE = re.compile(r"42\s*c\.?\s?f\.?\s?r\.?\s*(?:part\s*|§\s*)?2\b")
+
+
+def _ages(low: str) -> Iterator[re.Match[str]]:
+    """The matches of _AGE_SEX_RE.finditer(low), found from the unit words.
+
+    A match starts at the first digit of a run (its look-behind) and holds no digit
+    after it, so matches never overlap and each has its own unit word: trying the
+    offsets before every unit word finds exactly the matches finditer finds.
+    """
+    last = 0
+    for unit in _AGE_UNIT_RE.finditer(low):
+        p = unit.start()
+        for s in range(max(p - 4, last), p):
+            # \d is a Unicode decimal digit: what str.isdecimal() tells.
+            if low[s].isdecimal() and (m := _AGE_SEX_RE.match(low, s)) is not None:
+                last = m.end()
+                yield m
+                break
 
 
 class ClinicalContextDetector:
@@ -618,8 +789,7 @@ class ClinicalContextDetector:
         """Findings in one segment."""
         if not ctx.digits:
             return
-        ages = _AGE_SEX_RE.finditer(low) if _AGE_HINT_RE.search(low) else ()
-        for m in ages:
+        for m in _ages(low):
             age = int(m.group(1))
             described = m.group(0).rstrip().endswith(("male", "man", "patient", "pt", "m", "f"))
             if age > 120 or not (described or m.group("short")):
