@@ -16,6 +16,8 @@ from policies.extract.model import (
 )
 from policies.extract.normalize import normalize
 
+_new_object = object.__new__
+
 # A container format hands each embedded file back to the walker through this:
 # (decoded bytes, location, filename, declared content type).
 Nested = Callable[[bytes, str, str, str], None]
@@ -81,7 +83,12 @@ class Context:
                 self.text_chars += room
             raise BudgetExhausted("text budget spent")
         self.text_chars += len(clean)
-        self._segments.append(Segment(location, clean, kind, is_row))
+        # As Segment(location, clean, kind, is_row) builds it, without the frozen
+        # dataclass __init__ (one object.__setattr__ per field): a message may hold
+        # thousands of table rows.
+        segment = _new_object(Segment)
+        segment.__dict__.update(location=location, text=clean, kind=kind, is_row=is_row)
+        self._segments.append(segment)
 
     def skip(self, location: str, reason: str) -> None:
         """Record that `location` could not be scanned, and why (once per pair)."""

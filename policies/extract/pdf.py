@@ -21,6 +21,7 @@ from pypdf import PasswordType, PdfReader, apply_configuration
 from policies.extract.context import Context, LimitExceeded, Nested
 from policies.extract.location import embedded
 from policies.extract.model import SegmentKind
+from policies.extract.pdfobject import QuickReader
 from policies.extract.pdftext import FontCache, Unsupported, page_text
 
 # pypdf's warnings quote bytes of the file being read, which here is patient
@@ -189,5 +190,5 @@ def extract_pdf(
         # Never start an external decoder for a hostile image.
         jbig2dec_binary=None,
     ):
-        reader = PdfReader(io.BytesIO(data), strict=False)
+        reader = QuickReader(data, io.BytesIO(data), strict=False)
         _read(reader, location, kind, ctx, nested)

@@ -40,28 +40,43 @@ class RowLabeler:
 
     def __init__(self) -> None:
         """Start a table: the first non-empty row decides whether there is a header."""
-        self._header: list[str] | None = None
+        # "Label: " for each header cell ("" for an unlabelled column), made once per table.
+        self._prefixes: list[str] | None = None
+        self._template: str | None = None
+        self._width = 0
         self._seen_first = False
 
     def render(self, cells: Sequence[str]) -> str:
         """Return the row's text ("" for an empty row)."""
+        template = self._template
+        if template is not None and len(cells) == self._width:
+            # The usual row of a labelled table: every column filled, no line break
+            # inside a cell (stripping first changes nothing for the general way
+            # below, and labels hold no line break, so the text itself tells).
+            stripped = tuple(map(str.strip, cells))
+            if all(stripped):
+                text = template % stripped
+                if "\n" not in text:
+                    return text
         flat = [_LINE_BREAKS.sub(" ", c).strip() if "\n" in c else c.strip() for c in cells]
         if not any(flat):
             return ""
-        if not self._seen_first:
-            self._seen_first = True
-            if _looks_like_header(flat):
-                self._header = flat
-            return CELL_SEPARATOR.join(c for c in flat if c)
-        header = self._header
-        if header is None:
-            return CELL_SEPARATOR.join(c for c in flat if c)
-        out = []
-        for index, value in enumerate(flat):
-            if not value:
-                continue
-            label = header[index] if index < len(header) else ""
-            out.append(f"{label}: {value}" if label else value)
+        prefixes = self._prefixes
+        if prefixes is None:
+            if not self._seen_first:
+                self._seen_first = True
+                if _looks_like_header(flat):
+                    self._prefixes = [f"{label}: " if label else "" for label in flat]
+                    # The same for a full row, as one %-template: "Name: %s | DOB: %s".
+                    self._template = CELL_SEPARATOR.join(
+                        prefix.replace("%", "%%") + "%s" for prefix in self._prefixes
+                    )
+                    self._width = len(flat)
+            return CELL_SEPARATOR.join([c for c in flat if c])
+        # Cells past the header's width have no label; zip stops at the shorter.
+        out = [prefix + value for prefix, value in zip(prefixes, flat, strict=False) if value]
+        if len(flat) > len(prefixes):
+            out += [value for value in flat[len(prefixes) :] if value]
         return CELL_SEPARATOR.join(out)
 
 

@@ -37,6 +37,20 @@ READABLE = [
     '<row r="11"><c r="A11" t="s"><v>99</v></c><c r="B11" s="x"><v>2</v></c>'
     '<c r="C11" t="e"><v>#N/A</v></c>'
     '<c r="D11" t="d"><v>2024-01-02</v></c><c r="E11" t="inlineStr"><is><t></t></is></c></row>',
+    # row references the quick way reads and those it leaves to the attribute reader
+    '<row r="12" spans="1:2"><c r="A12"><v>1</v></c></row><row spans="1:2" r="13">'
+    "<c r='A13'><v>2</v></c></row><row r='14'><c><v>3</v></c></row>"
+    '<row r="1&#53;"><c><v>4</v></c></row><row r="x"><c><v>5</v></c></row>'
+    '<row\tr="17"><c><v>6</v></c></row>',
+    # a cell of another form right after one in the common form, and one that closes
+    # itself between them; a value that is no number, booleans, 1904 and huge dates
+    '<row r="20"><c r="A20" t="b"><v>1</v></c><c r="B20" t="b" s="3"><v>0</v></c>'
+    '<c r="C20"/><c r="D20" s="3"><v>2958465</v></c><c r="E20" s="3"><v>abc</v></c>'
+    '<c r="F20" s="3"><v>36526.5</v></c><c r="G20" t="b"><v></v></c>'
+    '<c r="H20" t="inlineStr"><v>7</v></c><c r="I20" t="n"><is><t>8</t></is></c></row>',
+    # text with characters the common form leaves to the general reader
+    '<row r="21"><c r="A21" t="inlineStr"><is><t>a &amp; b</t></is></c>'
+    '<c r="B21" t="str"><v>x\r\ny</v></c><c r="C21" t="inlineStr"><is><t>d</t></is></c></row>',
 ]
 
 
