@@ -21,7 +21,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Literal
+from typing import Final, Literal
 
 from policies.detect.base import Finding, SegmentLike
 
@@ -84,6 +84,13 @@ _HEALTH_KINDS = frozenset({"health", "sensitive", "provider"})
 _EPSILON = 1e-9
 _PLACE = attrgetter("location", "start")
 _WEIGHT = attrgetter("weight")
+_CATEGORY_OF = attrgetter("category")
+# Field positions in Finding, for the per-finding loop of `classify`
+# (Final, so type checkers read f[_KIND] as the field it is; a test checks them).
+_CATEGORY: Final = 2
+_KIND: Final = 3
+_WEIGHT_AT: Final = 9
+_KEY: Final = 10
 
 
 def _strength(best: dict[str, float], weak: bool = True) -> float:
@@ -189,53 +196,85 @@ def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) ->
     people: set[frozenset[str]] = set()
     strong_ids: list[Finding] = []
     sensitive: list[Finding] = []
-    every: list[Finding] = []
+    bulk_candidates: list[Finding] = []  # identifiers a bulk verdict reports
 
+    sensitive_weight = t.sensitive_weight
+    row_identifier = t.row_identifier - _EPSILON
+    min_identifier = t.min_identifier - _EPSILON
+    min_health = t.min_health - _EPSILON
+    phi_product = t.phi_product - _EPSILON
+    # A table has thousands of rows, each a segment of a few findings: the loop
+    # reads fields by position and works out _strength and _health_evidence
+    # in the same pass that sorts the findings.
     for s in scanned:
         seg = s.segment
         found = s.findings
-        every.extend(found)
-        # One pass per segment gathers what the window, bulk and verdict rules need.
+        with_subject = bool(subject) and seg.kind == "body"
+        if not found and not with_subject:
+            continue
         ids: list[Finding] = []
         health: list[Finding] = []
         best: dict[str, float] = {}  # identifier category -> heaviest weight
+        evidence: dict[str, float] = {}  # health key -> heaviest weight
         for f in found:
-            kind = f.kind
+            kind = f[_KIND]
             if kind == "identifier":
                 ids.append(f)
-                weight, category = f.weight, f.category
+                category = f[_CATEGORY]
+                weight = f[_WEIGHT_AT]
                 if weight > best.get(category, -1.0):
                     best[category] = weight
+                if category in _BULK_REPORTED:
+                    bulk_candidates.append(f)
                 if weight >= 1.0:
                     strong_ids.append(f)
                     if category in BULK_CATEGORIES:
-                        distinct.setdefault(category, set()).add(f.key)
+                        keys = distinct.get(category)
+                        if keys is None:
+                            distinct[category] = keys = set()
+                        keys.add(f[_KEY])
             elif kind in _HEALTH_KINDS:
                 health.append(f)
-                if kind == "sensitive" and f.weight >= t.sensitive_weight:
+                weight = f[_WEIGHT_AT]
+                k = f[_KEY] or f[_CATEGORY]
+                if weight > evidence.get(k, 0.0):
+                    evidence[k] = weight
+                if kind == "sensitive" and weight >= sensitive_weight:
                     sensitive.append(f)
-        if len(ids) >= 2:
-            person = [f for f in ids if f.category not in WEAK_IDENTIFIERS]
-            if len(person) >= 2 and _strength(best, weak=False) >= t.row_identifier - _EPSILON:
-                people.add(frozenset(f.key for f in person))
-        with_subject = seg.kind == "body" and bool(subject)
+        strong = light = 0.0
+        for category, weight in best.items():
+            if category in WEAK_IDENTIFIERS:
+                light += weight
+            else:
+                strong += weight
+        if len(ids) >= 2 and strong >= row_identifier:
+            person = [f[_KEY] for f in ids if f[_CATEGORY] not in WEAK_IDENTIFIERS]
+            if len(person) >= 2:
+                people.add(frozenset(person))
         windows: Iterable[tuple[list[Finding], list[Finding]]]
         if seg.is_row:
             if with_subject:
                 ids, health = ids + extra_ids, health + extra_health
                 row_phi = _is_phi(ids, health, t)
             else:
-                row_phi = bool(ids) and _phi_of(_strength(best), best, health, t)
-            windows = [(ids, health)] if row_phi else []
+                # _phi_of, with the strength and evidence gathered above.
+                i = strong + min(light, _WEAK_CAP)
+                row_phi = False
+                if ids and i >= min_identifier:
+                    h = min(sum(evidence.values()), _HEALTH_CAP)
+                    if not HEALTH_SYSTEM_IDS.isdisjoint(best):
+                        h += _HEALTH_SYSTEM_CONTEXT
+                    row_phi = h >= min_health and i * h >= phi_product
+            windows = [(ids, health)] if row_phi else ()
         else:
             windows = _Windows(found, subject if with_subject else (), t).phi_windows()
         for w_ids, w_health in windows:
             phi = True
-            for f in w_ids:
-                reported.setdefault(id(f), f)
-            for f in w_health:
-                reported.setdefault(id(f), f)
-            if not phi_in_subject:
+            # Keyed by identity (the same finding object), so the first
+            # insertion fixes each finding's place, as setdefault would.
+            reported.update(zip(map(id, w_ids), w_ids, strict=True))
+            reported.update(zip(map(id, w_health), w_health, strict=True))
+            if not phi_in_subject and (subject_ids or seg.kind == "subject"):
                 phi_in_subject = _subject_carries_phi(seg, w_ids, w_health, subject_ids, t)
     if phi:
         reasons.append("co-occurrence")
@@ -250,9 +289,7 @@ def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) ->
     if bulk:
         phi = True
         reasons.extend(bulk)
-        for f in every:
-            if f.kind == "identifier" and f.category in _BULK_REPORTED:
-                reported.setdefault(id(f), f)
+        reported.update(zip(map(id, bulk_candidates), bulk_candidates, strict=True))
 
     verdict: VerdictName
     if phi and sensitive:
@@ -280,7 +317,7 @@ def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) ->
         phi_in_subject=phi_in_subject and phi,
         reasons=tuple(reasons),
         findings_total=total,
-        categories=frozenset(f.category for f in reported.values()),
+        categories=frozenset(map(_CATEGORY_OF, reported.values())),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.detect import scan_segment
+from policies.detect import Finding, scan_segment
 from policies.detect.verdict import Classification, ScannedSegment, Thresholds, classify
 from policies.extract import Segment, SegmentKind
 
@@ -174,3 +174,14 @@ def test_thresholds_hold_for_weights_summed_in_floating_point() -> None:
         ),
     ]
     assert classify([ScannedSegment(s, findings)]).verdict == "phi"
+
+
+def test_field_positions_match_finding() -> None:
+    """classify reads findings by position: the positions must be Finding's fields."""
+    from policies.detect import verdict
+
+    fields = Finding._fields
+    assert fields[verdict._CATEGORY] == "category"
+    assert fields[verdict._KIND] == "kind"
+    assert fields[verdict._WEIGHT_AT] == "weight"
+    assert fields[verdict._KEY] == "key"
