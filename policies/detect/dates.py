@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from typing import Any
@@ -80,3 +81,47 @@ def date_groups(groups: tuple[Any, ...], this_year: int) -> dt.date | None:
         return dt.date(year, month, day)
     except (ValueError, KeyError):
         return None
+
+
+# "month/day" as a numeric date may write them (one or two digits each) -> "MM-DD",
+# for every day of a leap year: a dictionary look-up checks and pads both at once.
+_MONTH_DAY = {
+    f"{m}/{d}": f"{month:02d}-{day:02d}"
+    for month in range(1, 13)
+    for day in range(1, 32)
+    if day <= (31 if month in (1, 3, 5, 7, 8, 10, 12) else 29 if month == 2 else 30)
+    for m in {str(month), f"{month:02d}"}
+    for d in {str(day), f"{day:02d}"}
+}
+
+
+def iso_date(groups: tuple[Any, ...], this_year: int) -> str | None:
+    """date_groups(groups, this_year) as an ISO string, or None when it is no real date.
+
+    Numeric dates with a four-digit year (nearly all dates in tables) are checked
+    and written here without the general parser; every other shape goes to it.
+    """
+    m1, d1, y1, y2, m2, d2 = groups[:6]
+    year: str
+    if m1 is not None:
+        # date_groups swaps day and month when month > 12 >= day: exactly when
+        # month/day is no date and day/month is one.
+        md = _MONTH_DAY.get(m1 + "/" + d1) or _MONTH_DAY.get(d1 + "/" + m1)
+        year = y1
+    elif y2 is not None:
+        md = _MONTH_DAY.get(m2 + "/" + d2)
+        year = y2
+    else:
+        md = None
+    # A string comparison orders four ASCII digits as their numbers do; \d also
+    # matches other scripts' digits, which the general parser reads.
+    if (
+        md is not None
+        and len(year) == 4
+        and year.isascii()
+        and "1880" <= year <= str(this_year + 1)
+        and (md != "02-29" or calendar.isleap(int(year)))
+    ):
+        return year + "-" + md
+    date = date_groups(groups, this_year)
+    return None if date is None else date.isoformat()

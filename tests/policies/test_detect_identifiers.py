@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from policies.detect import Detector, Finding, ScanContext, scan_segment
 from policies.detect import identifiers as ids
 from policies.detect.base import lower_same_length, mask_token, starts_token, value_key
-from policies.detect.dates import DATE_GROUPS, DATE_RE, date_groups, parse_date
+from policies.detect.dates import DATE_GROUPS, DATE_RE, date_groups, iso_date, parse_date
 from policies.detect.identifiers import (
     AddressDetector,
     DateDetector,
@@ -452,17 +452,106 @@ def test_date_groups_reads_as_parse_date(written: str) -> None:
     assert date_groups(m.groups(), 2024) == parse_date(m, 2024)
 
 
-def test_encounter_hints_cover_every_keyword() -> None:
-    keywords = [
-        "admitted", "admission", "admission date", "admitted on", "admit date", "date of admission",
-        "date of discharge", "date of service", "date of death", "date of visit", "date of surgery",
-        "date of procedure", "date of injury", "discharge", "discharged", "discharge date",
-        "discharged on", "dos", "d.o.s", "dod", "visit date", "service date", "seen on",
-        "seen in clinic on", "surgery date", "expired on", "died on",
-    ]  # fmt: skip
-    for keyword in keywords:
-        assert ids._ENCOUNTER_RE.match(f"{keyword} 01/02/2020"), keyword
-        assert any(h in keyword for h in ids._ENCOUNTER_HINTS), keyword
+DOB_KEYWORDS = ["dob", "d.o.b", "d.o.b.", "date of birth", "birth date", "birthdate", "birthday",
+                "born", "born on"]  # fmt: skip
+ENCOUNTER_KEYWORDS = [
+    "admitted", "admission", "admission date", "admitted on", "admit date", "date of admission",
+    "date of discharge", "date of service", "date of death", "date of visit", "date of surgery",
+    "date of procedure", "date of injury", "discharge", "discharged", "discharge date",
+    "discharged on", "dos", "d.o.s", "dod", "visit date", "service date", "seen on",
+    "seen in clinic on", "surgery date", "expired on", "died on",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("before", ["", "x ", "the patient's ", "12 | "])
+def test_date_keyword_anchors_cover_every_keyword(before: str) -> None:
+    # DateDetector tries its patterns only where _date_keyword_starts (or, for
+    # "dob", _DOB_LED_RE) says a keyword may start.
+    at = len(before)
+    for keyword in DOB_KEYWORDS:
+        text = f"{before}{keyword} 01/02/2020"
+        m = ids._DOB_RE.search(text)
+        assert m is not None and m.start() == at, keyword
+        if keyword == "dob":
+            led = ids._DOB_LED_RE.search(text)
+            assert led is not None and led.regs == m.regs
+        else:
+            assert at in ids._date_keyword_starts(text)[0], keyword
+    for keyword in ENCOUNTER_KEYWORDS:
+        text = f"{before}{keyword} 01/02/2020"
+        m = ids._ENCOUNTER_RE.search(text)
+        assert m is not None and m.start() == at, keyword
+        assert at in ids._date_keyword_starts(text)[1], keyword
+
+
+def _reference_dates(text: str, this_year: int, header: str = "") -> list[tuple[object, ...]]:
+    """DateDetector's findings from plain searches of its patterns and the general parser."""
+    low = lower_same_length(text)
+    out: list[tuple[object, ...]] = []
+    spans: list[tuple[int, int]] = []
+    for pattern, category, weight in (
+        (ids._DOB_RE, "dob", 1.0),
+        (ids._ENCOUNTER_RE, "encounter-date", 0.6),
+    ):
+        found = []
+        for m in pattern.finditer(low):
+            date = parse_date(m, this_year)
+            inside = any(a <= m.start() < b or a <= m.end() - 1 < b for a, b in spans)
+            if not starts_token(low, m.start()) or date is None or inside:
+                continue
+            found.append(m.span())
+            key = value_key(category, date.isoformat())
+            out.append((category, 1, category, "identifier", "body/1 text/plain", "**/**/****",
+                        0.95, *m.span(), weight, key))  # fmt: skip
+        spans += found
+    if header and ids._DOB_HEADER_RE.search(header):
+        dates = [
+            (d, m) for m in DATE_RE.finditer(low) if (d := parse_date(m, this_year)) is not None
+        ]
+        if dates:
+            date, m = min(dates, key=lambda dm: dm[0])
+            if not any(a <= m.start() < b for a, b in spans):
+                out.append(("dob", 1, "dob", "identifier", "body/1 text/plain", "**/**/****",
+                            0.95, *m.span(), 1.0, value_key("dob", date.isoformat())))  # fmt: skip
+    return out
+
+
+DATE_FRAGMENTS = (
+    *(f"{k} " for k in DOB_KEYWORDS + ENCOUNTER_KEYWORDS), "DOB: ", "dob is ", "was ", "xdob ",
+    "dobutamine ", "_dob ", "| ", ": ", "-", "(", "\n", "07/17/1967", "7/4/1962", "13/05/1970",
+    "13/13/1970", "00/10/1970", "02/29/2000", "02/29/1900", "02/29/2001", "1880-01-01",
+    "1879-12-31", "2025-02-03", "2026-02-03", "1997-11-15", "1997-1-5", "3/4/62", "3/4/24",
+    "March 14, 1962", "14 mar 1962", "3rd-jun-99", "07/17/1\u0669\u0666\u0667", "12", "/",
+)  # fmt: skip
+
+
+def test_dates_agree_with_the_plain_search() -> None:
+    year = ids.dt.date.today().year
+    # Years either side of the last one a date may have.
+    edges = tuple(f"{year + k}-02-03" for k in (-1, 0, 1, 2))
+    rng = random.Random(3)
+    for _ in range(3000):
+        text = "".join(rng.choice(DATE_FRAGMENTS + edges) for _ in range(rng.randint(1, 12)))
+        for header in ("", "last name | dob"):
+            seg = Segment("body/1 text/plain", text, "body", True)  # type: ignore[arg-type]
+            ctx = ScanContext(header=header)
+            found = [tuple(f) for f in DateDetector().scan(seg, lower_same_length(text), ctx)]
+            assert found == _reference_dates(text, year, header), text
+
+
+def test_iso_date_agrees_with_the_general_parser() -> None:
+    numbers = [*map(str, range(100)), *(f"{n:02d}" for n in range(10)), "\u0661", "1\u0662"]
+    for year in ("1879", "1880", "1900", "1996", "2000", "2024", "2025", "2026", "62", "20", "2",
+                 "1\u0669\u0666\u0667"):  # fmt: skip
+        for month in numbers:
+            for day in numbers:
+                for groups in (
+                    (month, day, year, None, None, None, *[None] * 6),
+                    (None, None, None, year, month, day, *[None] * 6),
+                ):
+                    date = date_groups(groups, 2024)
+                    expected = None if date is None else date.isoformat()
+                    assert iso_date(groups, 2024) == expected, groups
 
 
 @given(st.text(alphabet="1290AEKSBZa-x ", max_size=40))
@@ -472,3 +561,27 @@ def test_mbi_shadow_agrees(text: str) -> None:
         shadow = probe.translate(ids._MBI_SHADOW)
         fast = [m.regs for m in ids._MBI_SHADOW_RE.finditer(shadow)]
         assert fast == [m.regs for m in ids._MBI_RE.finditer(probe)]
+
+
+@given(st.text(alphabet="0259 .-()/x\n", max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_bare_phone_shadow_agrees(text: str) -> None:
+    for probe in (text, "212 555 0142" + text, text + "(212) 555-0142 212.555.0142"):
+        fast = [m.regs for m in ids._bare_phones(probe)]
+        assert fast == [m.regs for m in ids._PHONE_RES[1].finditer(probe)]
+
+
+def test_inlined_keys_are_value_keys() -> None:
+    text = "DOB: 07/17/1967, admitted on 1997-11-15 | Phone: (419) 555-0142 | fax 212.555.0143"
+    seg = Segment("body/1 text/plain", text, "body", False)  # type: ignore[arg-type]
+    low = lower_same_length(text)
+    dates = list(DateDetector().scan(seg, low))
+    assert [f.key for f in dates] == [
+        value_key("dob", "1967-07-17"),
+        value_key("encounter-date", "1997-11-15"),
+    ]
+    phones = list(PhoneDetector().scan(seg, low))
+    assert [(f.rule, f.key) for f in phones] == [
+        ("phone", value_key("phone", "4195550142")),
+        ("fax", value_key("phone", "2125550143")),
+    ]
