@@ -90,10 +90,17 @@ _NOT_NAMES = frozenset(
     unknown none test sample n/a na dr mr mrs ms miss primary secondary admission discharge
     """.split()
 )
-# "Last Name: Doe | First Name: Jane" in a labelled table row.
+# "Last Name: Doe | First Name: Jane" in a labelled table row. The pattern opens
+# with the "name:" of the first label, a literal the regex engine skips to in C
+# (a pattern opening with "last" or "first" is tried at every "l" and "f"); the
+# rest of that label is checked behind it, and `_split_names` works out its start.
 _SPLIT_NAME_RE = re.compile(
-    r"last[ _]?name:[ \t]*(?P<l1>[a-z'-]+)[ \t]*\|[ \t]*first[ _]?name:[ \t]*(?P<f1>[a-z'-]+)"
-    r"|first[ _]?name:[ \t]*(?P<f2>[a-z'-]+)[ \t]*\|[ \t]*last[ _]?name:[ \t]*(?P<l2>[a-z'-]+)"
+    r"name:(?:"
+    r"(?:(?<=last[ _]name:)|(?<=lastname:))"
+    r"[ \t]*(?P<l1>[a-z'-]+)[ \t]*\|[ \t]*first[ _]?name:[ \t]*(?P<f1>[a-z'-]+)"
+    r"|(?:(?<=first[ _]name:)|(?<=firstname:))"
+    r"[ \t]*(?P<f2>[a-z'-]+)[ \t]*\|[ \t]*last[ _]?name:[ \t]*(?P<l2>[a-z'-]+)"
+    r")"
 )
 _NAME_HEADER_RE = re.compile(r"\b(?:name|patient|pt|member|first|last|surname|resident)\b")
 
@@ -151,58 +158,80 @@ _CUE_ENDS = (
 _SPLIT_LABELS = ("last name", "first name", "last_name", "first_name", "lastname", "firstname")
 # (kind, finder, cue): the finder looks for a lower-case literal in the
 # lower-cased text, which the regex engine skips to quickly; the cue pattern
-# then checks the case-sensitive original at that spot.
+# then checks the case-sensitive original at that spot. A finder also wants the
+# blank the cue ends with, so "appointment" in every row of a table is no hit.
 _WORD_CUES: tuple[tuple[str, re.Pattern[str] | None, re.Pattern[str]], ...] = (
     (
         "strong",
-        re.compile(r"p(?:atient|t)"),
+        re.compile(r"p(?:atient,?|t\.?)[ \t]"),
         re.compile(r"[Pp](?:atient,?|t\.?(?=[ \t]+[A-Z][a-z]))[ \t]+(?=[A-Z])"),
     ),
     ("weak", None, re.compile(r"M(?:rs?|s|iss|x)\.?[ \t]+(?=[A-Z])")),
     ("for", None, re.compile(r"for[ \t]+(?=[A-Z])")),
     (
         "weak",
-        re.compile(r"re(?:garding|ferring)"),
+        re.compile(r"re(?:garding|ferring)[ \t]"),
         re.compile(r"[Rr]e(?:garding|ferring)[ \t]+(?=[A-Z])"),
     ),
-    ("weak", re.compile(r"member"), re.compile(r"[Mm]ember,?[ \t]+(?=[A-Z])")),
+    ("weak", re.compile(r"member,?[ \t]"), re.compile(r"[Mm]ember,?[ \t]+(?=[A-Z])")),
 )
 # A table of labelled cells has a colon every few words: there, finding the cue
-# labels with one regex beats looking at every colon.
-_COLON_CUE_LABEL_RE = re.compile(
-    "(?:"
+# labels with one regex beats looking at every colon. The regex reads the text
+# reversed, so that each match opens with its ":", a literal the regex engine
+# skips to in C (forwards, it would try the labels at every letter they start with).
+_COLON_CUE_LABEL_REV_RE = re.compile(
+    r":\s*+(?:"
     + "|".join(
         # "Last name:" and "First name:" are _SPLIT_LABELS: not looked at.
-        "name" + "".join(f"(?<!{re.escape(label)})" for label in _SPLIT_LABELS)
+        "eman" + "".join(f"(?!{re.escape(label[::-1][4:])})" for label in _SPLIT_LABELS)
         if e == "name"
-        else re.escape(e)
+        else re.escape(e[::-1])
         for e in sorted(_CUE_ENDS, key=len, reverse=True)
     )
-    + r")\s*:"
+    + ")"
 )
 _DENSE_COLONS = 40  # characters per colon below which the text counts as a table
 # Cues after a name are searched first; the name is then read backwards.
-_AFTER_SEP = r"[ \t,(|\-\u2013]"  # what may separate a name from its cue
+_AFTER_SEP_CHARS = r" \t,(|\-\u2013"
+_AFTER_SEP = f"[{_AFTER_SEP_CHARS}]"  # what may separate a name from its cue
+_SEPARATORS = frozenset(" \t,(|-\u2013")  # the same characters, for `in`
 # "Jane Doe's labs": the one cue written right after the name, without a separator.
 _POSSESSIVE_CUE = next(p for p in _STRONG_AFTER_CUES if p.startswith("'s"))
 _POSSESSIVE_RE = re.compile(f"(?P<cue>{_POSSESSIVE_CUE})")
+
+
 # Every other cue ("DOB", "58F", "3/4/1956", "was admitted", "reports") in one
 # pass, and only where a letter or the ")" of an aside comes before it and its
 # separators, where a name may end: the dates and numbers of a table are passed
 # over in C. Strong cues come first, so the heavier weight wins where a strong
-# and a weak cue start at the same place; the group that matched gives the
-# weight (an age or sex after a name is strong).
-_SEP_CUES_RE = re.compile(
-    rf"(?:\)|{_AFTER_SEP}(?:(?<=[^\W\d_]{_AFTER_SEP})|(?<=\){_AFTER_SEP})))"
-    rf"{_AFTER_SEP}*"
-    r"(?:(?=\d)(?P<dcue>\d\d?\d?(?:(?P<age>\s*(?:y/?o|yrs?|years?)\b| ?[mf]\b)"
-    r"|/\d\d?/(?:19\d\d|20[01]\d|\d\d)\b))"
-    r"|(?P<cue>(?P<strong>"
-    + "|".join(p for p in _STRONG_AFTER_CUES if not p.startswith(("\\d", "'s")))
-    + ")|"
-    + "|".join(p for p in _WEAK_AFTER_CUES if not p.startswith("\\d"))
-    + "))"
-)
+# and a weak cue start at the same place; the empty group "strong" is set after
+# a strong cue and "age" after an age or sex (both weigh 1.0).
+# The pattern opens with one character class, so that the regex engine skips in
+# C to the separators and ")"s; a separator counts only after a letter (one
+# negative look-behind; a separator that opens the text is passed over by
+# starting the search after it). A separator after ")" need not count: the
+# match starts at that ")". Cues never begin with a separator, so the run of
+# them is taken possessively, without backtracking. The cues are one flat
+# alternation, which the engine passes over at the first character that differs.
+def _sep_cues_re(separators: str, not_letter: str) -> re.Pattern[str]:
+    """The cue pattern for texts whose separators and non-letters are these classes."""
+    return re.compile(
+        rf"[{separators})](?<!{not_letter}[{separators}])"
+        rf"[{separators}]*+"
+        r"(?P<cue>\d\d?\d?(?:(?P<age>\s*(?:y/?o|yrs?|years?)\b| ?[mf]\b)"
+        r"|/\d\d?/(?:19\d\d|20[01]\d|\d\d)\b)"
+        r"|(?:"
+        + "|".join(p for p in _STRONG_AFTER_CUES if not p.startswith(("\\d", "'s")))
+        + ")(?P<strong>)|"
+        + "|".join(p for p in _WEAK_AFTER_CUES if not p.startswith("\\d"))
+        + ")"
+    )
+
+
+_SEP_CUES_RE = _sep_cues_re(_AFTER_SEP_CHARS, r"[\W\d_]")
+# The same for ASCII text (most mail), which holds no "\u2013" and no other
+# letters than a-z: classes the regex engine tests several times faster.
+_SEP_CUES_ASCII_RE = _sep_cues_re(_AFTER_SEP_CHARS.replace("\\u2013", ""), "[^a-zA-Z]")
 # The name may be followed by a short aside: "Tom Hanks (ID W123), was seen ..."
 _NAME_BEFORE_RE = re.compile(_NAME + r"[ \t,]*(?:\([^()\n]{0,40}\))?[ \t,(|\-\u2013]*$")
 
@@ -213,19 +242,24 @@ class PatientNameDetector:
     id = "patient-name"
     version = 2
 
-    def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterator[Finding]:
+    def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> list[Finding]:
         """Findings in one segment."""
         text = seg.text
         # Only names next to a cue are looked at: scanning every capitalised
         # pair in a long document would cost more than all other detectors.
         best: dict[int, tuple[int, str, float]] = {}
+        find_in_low = low.find
 
         def keep(start: int, end: int, name: str, weight: float) -> None:
-            if _PROVIDER_BEFORE.search(low, max(0, start - 12), start) or _PROVIDER_AFTER.match(
-                low, end
-            ):
+            before = start - 12 if start > 12 else 0
+            # Every provider cue before a name holds an "r" ("dr", "doctor",
+            # "provider", "nurse"): without one the regex need not run.
+            if (
+                find_in_low("r", before, start) >= 0 and _PROVIDER_BEFORE.search(low, before, start)
+            ) or _PROVIDER_AFTER.match(low, end):
                 return
-            if weight > best.get(start, (0, "", 0.0))[2]:
+            kept = best.get(start)
+            if kept is None or weight > kept[2]:
                 best[start] = (end, name, weight)
 
         for kind, pos in self._cues_before(text, low):
@@ -241,15 +275,24 @@ class PatientNameDetector:
                 keep(m.start(), m.end(), name, 1.0 if after else 0.6)
         for cue, weight in self._cues_after(low):
             # A name ends in a letter, maybe followed by an aside in brackets.
-            before = text[max(0, cue - 60) : cue].rstrip(" \t,(|-\u2013")
-            if not before or not (before[-1].isalpha() or before[-1] == ")"):
+            window = cue - 60 if cue > 60 else 0
+            before = text[window:cue].rstrip(" \t,(|-\u2013")
+            if not before:
+                continue
+            end_char = before[-1]
+            if not (end_char.isalpha() or end_char == ")"):
                 continue
             words = before.rsplit(None, 2)
-            if len(words) < 2 or not (words[-1][0].isupper() or words[-1][0] == "("):
+            if len(words) < 2:
+                continue
+            initial = words[-1][0]
+            if not (initial.isupper() or initial == "("):
                 continue  # a name is two or more capitalised words
-            if before[-1] != ")" and not (words[-2][0].isupper() or words[-2][0] == "("):
-                continue  # "First name: Maria": one capitalised word is no name
-            m = _NAME_BEFORE_RE.search(text, max(0, cue - 60), cue)
+            if end_char != ")":
+                initial = words[-2][0]
+                if not (initial.isupper() or initial == "("):
+                    continue  # "First name: Maria": one capitalised word is no name
+            m = _NAME_BEFORE_RE.search(text, window, cue)
             if m is not None and _plausible(m.group("name"), strict=True):
                 keep(m.start("name"), m.end("name"), m.group("name"), weight)
         if ctx.header and _NAME_HEADER_RE.search(ctx.header):
@@ -259,33 +302,59 @@ class PatientNameDetector:
                     keep(m.start(), m.end(), m.group("name"), weight)
         if "name:" in low:
             # Labelled table rows: "Last name: Doe | First name: Jane"
-            for m in _SPLIT_NAME_RE.finditer(low):
-                first, last = m.group("f1") or m.group("f2"), m.group("l1") or m.group("l2")
-                if first in first_names() or last in last_names():
-                    keep(m.start(), m.end(), f"{first} {last}".title(), 0.6)
-        for start, (end, name, weight) in sorted(best.items()):
-            yield self._finding(seg, start, end, name, weight)
+            firsts, lasts = first_names(), last_names()
+            for start, end, first, last in _split_names(low):
+                if first in firsts or last in lasts:
+                    keep(start, end, f"{first} {last}".title(), 0.6)
+        found = self._findings(seg, best) if best else []
         if "mr" in low or "ms" in low:
-            yield from self._honorific_surnames(seg, text)
+            found.extend(self._honorific_surnames(seg, text))
+        return found
+
+    def _findings(self, seg: SegmentLike, best: dict[int, tuple[int, str, float]]) -> list[Finding]:
+        """The kept names as findings, in text order."""
+        rule, version, location = self.id, self.version, seg.location
+        new = tuple.__new__  # Finding's own constructor, minus its argument handling
+        # A list names the same patients again and again: each distinct name is
+        # masked and hashed once. Local to this call, so no name outlives the scan.
+        masked_keys: dict[str, tuple[str, str]] = {}
+        found: list[Finding] = []
+        for start in sorted(best):
+            end, name, weight = best[start]
+            masked_key = masked_keys.get(name)
+            if masked_key is None:
+                masked_key = masked_keys[name] = _mask_and_key(name)
+            found.append(
+                new(
+                    Finding,
+                    (rule, version, "name", "identifier", location, masked_key[0],
+                     0.9 if weight >= 1.0 else 0.6, start, end, weight, masked_key[1]),
+                )
+            )  # fmt: skip
+        return found
 
     @staticmethod
-    def _cues_after(low: str) -> Iterator[tuple[int, float]]:
+    def _cues_after(low: str) -> list[tuple[int, float]]:
         """(where the cue starts, weight) for every cue that may follow a name."""
+        cues: list[tuple[int, float]] = []
         if "'s" in low:
-            for found in _POSSESSIVE_RE.finditer(low):
-                yield found.start("cue"), 1.0
-        for found in _SEP_CUES_RE.finditer(low):
-            if found.group("dcue") is not None:
-                yield found.start("dcue"), 1.0 if found.group("age") else 0.6
-            else:
-                yield found.start("cue"), 1.0 if found.group("strong") is not None else 0.6
+            cues = [(found.start("cue"), 1.0) for found in _POSSESSIVE_RE.finditer(low)]
+        # A separator at 0 has no letter before it (the look-behind cannot tell).
+        sep_cues = _SEP_CUES_ASCII_RE if low.isascii() else _SEP_CUES_RE
+        for found in sep_cues.finditer(low, 1 if low[:1] in _SEPARATORS else 0):
+            cue, age, strong = found.groups()
+            # The cue runs to the end of the match.
+            cues.append((found.end() - len(cue), 1.0 if age or strong is not None else 0.6))
+        return cues
 
     @staticmethod
     def _colons(low: str) -> Iterator[int]:
         """Where every colon that may end a cue label is (a superset)."""
         if low.count(":") * _DENSE_COLONS > len(low):
-            for m in _COLON_CUE_LABEL_RE.finditer(low):
-                yield m.end() - 1
+            # A colon at i in low is at last - i in the reversed text.
+            last = len(low) - 1
+            found = [last - m.start() for m in _COLON_CUE_LABEL_REV_RE.finditer(low[::-1])]
+            yield from reversed(found)
         else:
             for m in _COLON_RE.finditer(low):
                 yield m.start()
@@ -351,8 +420,38 @@ class PatientNameDetector:
         )
 
 
+def _split_names(low: str) -> Iterator[tuple[int, int, str, str]]:
+    """(start, end, first, last) of each "Last name: Doe | First name: Jane" in low.
+
+    The matches, in order, of the plain pattern that opens with the label,
+    `last[ _]?name:...|first[ _]?name:...`, run with finditer.
+    """
+    end = pos = 0
+    search = _SPLIT_NAME_RE.search
+    while (m := search(low, pos)) is not None:
+        colon = m.start()  # where "name:" is
+        last, first, first2, last2 = m.groups()
+        # Back over "last" or "first" and the blank or "_" that may follow it.
+        start = colon - (4 if last is not None else 5) - (low[colon - 1] in " _")
+        if start < end:
+            # The label begins inside the previous match, where the plain
+            # pattern cannot start again; a later label still may.
+            pos = colon + 1
+            continue
+        end = pos = m.end()
+        yield start, end, first or first2, last or last2
+
+
 def _mask_and_key(name: str) -> tuple[str, str]:
     """ "J*** D***" and the key of a name."""
+    words = name.split(" ")
+    if len(words) == 2 and "," not in name and "." not in name:
+        # "Jane Doe", by far the most common shape, without the regex and sorting.
+        given, surname = words
+        if len(given) > 1 and len(surname) > 1:
+            a, b = given.lower(), surname.lower()
+            key = value_key("name", f"{a} {b}" if a <= b else f"{b} {a}")
+            return f"{given[0]}*** {surname[0]}***", key
     toks = _tokens(name)
     masked = " ".join(t[0] + "***" for t in toks)
     return masked, value_key("name", " ".join(sorted(t.lower() for t in toks if len(t) > 1)))
