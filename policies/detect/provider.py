@@ -24,6 +24,47 @@ from policies.detect.base import (
 _NPI_RE = re.compile(r"([12]\d{9})(?![\d-])")
 _NPI_KW_RE = re.compile(r"\bnpi\b|national provider")
 _DEA_RE = re.compile(r"([ABCDEFGHJKLMPRSTUX][A-Z9])(\d{7})(?![A-Za-z0-9])")
+# Both patterns start with a character class, which the regex engine tries at
+# every such character of a table full of digits and capitals. On ASCII text
+# (where \d is [0-9]) they are looked for on a same-length copy with every digit
+# "0", where the runs of digits they need start with a literal the engine skips to.
+_ZERO_DIGITS = str.maketrans(dict.fromkeys("0123456789", "0"))
+_TEN_DIGITS_RE = re.compile("0" * 10)
+_DIGIT_RUN_RE = re.compile("0000000" + "0*")  # a literal start the engine skips to
+
+
+def _npi_matches(text: str) -> Iterator[re.Match[str]]:
+    """_NPI_RE.finditer(text), tried only where ten digits begin."""
+    if not text.isascii():
+        yield from _NPI_RE.finditer(text)
+        return
+    shadow = text.translate(_ZERO_DIGITS)
+    pos = 0
+    while (hint := _TEN_DIGITS_RE.search(shadow, pos)) is not None:
+        m = _NPI_RE.match(text, hint.start())
+        if m is None:
+            pos = hint.start() + 1
+        else:
+            yield m
+            pos = m.end()
+
+
+def _dea_matches(text: str) -> Iterator[re.Match[str]]:
+    """_DEA_RE.finditer(text), tried only where a run of 7 or 8 digits ends.
+
+    A match's seven digits end a run of digits (no letter or digit may follow)
+    that began right after its first letter or, when its second character is a
+    9, one earlier: so it starts exactly nine characters before the run's end.
+    """
+    if not text.isascii():
+        yield from _DEA_RE.finditer(text)
+        return
+    for run in _DIGIT_RUN_RE.finditer(text.translate(_ZERO_DIGITS)):
+        start = run.end() - 9
+        if run.end() - run.start() <= 8 and start >= 0:
+            m = _DEA_RE.match(text, start)
+            if m is not None:
+                yield m
 
 
 def npi_valid(npi: str) -> bool:
@@ -53,7 +94,7 @@ class NpiDetector:
         """Findings in one segment."""
         if not ctx.digits:
             return
-        for m in _NPI_RE.finditer(seg.text):
+        for m in _npi_matches(seg.text):
             npi = m.group(1)
             if not npi_valid(npi) or not starts_token(seg.text, m.start(), "-"):
                 continue
@@ -83,7 +124,7 @@ class DeaDetector:
         """Findings in one segment."""
         if not ctx.digits:
             return
-        for m in _DEA_RE.finditer(seg.text):
+        for m in _dea_matches(seg.text):
             if not dea_valid(m.group(2)) or not starts_token(seg.text, m.start()):
                 continue
             yield Finding(
