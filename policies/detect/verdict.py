@@ -200,6 +200,7 @@ def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) ->
 
     sensitive_weight = t.sensitive_weight
     row_identifier = t.row_identifier - _EPSILON
+    bulk_identifiers, bulk_rows = t.bulk_identifiers, t.bulk_rows
     min_identifier = t.min_identifier - _EPSILON
     min_health = t.min_health - _EPSILON
     phi_product = t.phi_product - _EPSILON
@@ -232,7 +233,9 @@ def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) ->
                         keys = distinct.get(category)
                         if keys is None:
                             distinct[category] = keys = set()
-                        keys.add(f[_KEY])
+                        # Only "at least bulk_identifiers" matters: stop counting there.
+                        if len(keys) < bulk_identifiers:
+                            keys.add(f[_KEY])
             elif kind in _HEALTH_KINDS:
                 health.append(f)
                 weight = f[_WEIGHT_AT]
@@ -247,7 +250,8 @@ def classify(scanned: Sequence[ScannedSegment], t: Thresholds = Thresholds()) ->
                 light += weight
             else:
                 strong += weight
-        if len(ids) >= 2 and strong >= row_identifier:
+        # Only "at least bulk_rows people" matters: stop collecting there.
+        if len(ids) >= 2 and strong >= row_identifier and len(people) < bulk_rows:
             person = [f[_KEY] for f in ids if f[_CATEGORY] not in WEAK_IDENTIFIERS]
             if len(person) >= 2:
                 people.add(frozenset(person))
