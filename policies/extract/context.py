@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import MappingProxyType
+from typing import NoReturn
 
 from policies.extract.model import (
     AttachmentInfo,
@@ -76,19 +77,45 @@ class Context:
         clean = normalize(text)
         if not clean:
             return
-        room = self.limits.max_text_chars - self.text_chars
-        if len(clean) > room:
-            if room > 0:
-                self._segments.append(Segment(location, clean[:room], kind, is_row))
-                self.text_chars += room
-            raise BudgetExhausted("text budget spent")
-        self.text_chars += len(clean)
+        total = self.text_chars + len(clean)
+        if total > self.limits.max_text_chars:
+            self._overflow(location, clean, kind, is_row)
+        self.text_chars = total
         # As Segment(location, clean, kind, is_row) builds it, without the frozen
         # dataclass __init__ (one object.__setattr__ per field): a message may hold
         # thousands of table rows.
         segment = _new_object(Segment)
-        segment.__dict__.update(location=location, text=clean, kind=kind, is_row=is_row)
+        fields = segment.__dict__
+        fields["location"] = location
+        fields["text"] = clean
+        fields["kind"] = kind
+        fields["is_row"] = is_row
         self._segments.append(segment)
+
+    def row(self, location: str, text: str, kind: SegmentKind) -> None:
+        """Keep one table row: text(location, text, kind, is_row=True), called once per row."""
+        clean = normalize(text)
+        if not clean:
+            return
+        total = self.text_chars + len(clean)
+        if total > self.limits.max_text_chars:
+            self._overflow(location, clean, kind, True)
+        self.text_chars = total
+        segment = _new_object(Segment)
+        fields = segment.__dict__
+        fields["location"] = location
+        fields["text"] = clean
+        fields["kind"] = kind
+        fields["is_row"] = True
+        self._segments.append(segment)
+
+    def _overflow(self, location: str, clean: str, kind: SegmentKind, is_row: bool) -> NoReturn:
+        """Keep what still fits of a text past the budget, and stop."""
+        room = self.limits.max_text_chars - self.text_chars
+        if room > 0:
+            self._segments.append(Segment(location, clean[:room], kind, is_row))
+            self.text_chars += room
+        raise BudgetExhausted("text budget spent")
 
     def skip(self, location: str, reason: str) -> None:
         """Record that `location` could not be scanned, and why (once per pair)."""

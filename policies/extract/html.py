@@ -106,7 +106,7 @@ class _TextBuilder:
             table.rows += 1
             text = table.labeler.render(cells)
             loc = f"{self._location}/table {table.number}/row {table.rows}"
-            self._ctx.text(loc, text, self._kind, is_row=True)
+            self._ctx.row(loc, text, self._kind)
         else:
             # Layout rows and rows wrapping other tables read as running text.
             sink = self.sink()

@@ -18,7 +18,7 @@ import io
 import posixpath
 import re
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import repeat
@@ -191,7 +191,7 @@ def _flow_text(data: bytes, flow: _Flow, location: str, kind: SegmentKind, ctx: 
                 if text:
                     table.rows += 1
                     loc = f"{location}/table {table.number}/row {table.rows}"
-                    ctx.text(loc, text, kind, is_row=True)
+                    ctx.row(loc, text, kind)
             table.row = None
             elem.clear()
         elif name == flow.table:
@@ -522,14 +522,22 @@ def _shown(
 
 # A worksheet's rows are by far the bulk of a spreadsheet. Building an element per
 # cell costs several microseconds; reading the few constructs a worksheet uses
-# with regular expressions is several times quicker. Only a document expat has
-# parsed as well-formed takes this way, and only when it uses none of what the
-# expressions do not cover (prefixed names, comments, CDATA, DTDs, encodings
-# other than UTF-8); any other goes through ElementTree as before.
+# with regular expressions is several times quicker. Only a document expat finds
+# well-formed takes this way, and only when it uses none of what the expressions
+# do not cover (prefixed names, comments, CDATA, DTDs, processing instructions,
+# encodings other than UTF-8); any other goes through ElementTree as before.
 # A ">" in a quoted attribute value, a <v> or <t> holding anything but text, or
 # a tag with a prefix sends the sheet the slow way.
-# Two expressions, one per literal start ("<" or "="), rather than one alternation:
-# each then skips ahead to its first character, several times faster on a sheet.
+#
+# Those checks need not read the cells in the common form (the first alternative
+# of _FAST_TAG), nine tenths of a sheet: such a cell is a well-formed element by
+# construction (its text holds no "<", "&", ">", "\r" nor a character XML
+# forbids) and none of the unsupported constructs can start inside one. So the
+# sheet is read first, and everything but those cells is kept in order as its
+# residue, each run of common cells standing as an empty "<c/>" (two for a run of
+# two or more, so that cells at the top level still make two roots). The residue
+# is well-formed exactly when the sheet is, and holds every unsupported construct
+# the sheet holds; the checks and expat then read the residue alone.
 _FAST_UNSUPPORTED_TAG = re.compile(
     r"<(?:!|[A-Za-z_][\w.-]*:|\?(?!xml[\s?])|([vt])(?:\s[^>]*)?>[^<]*<(?!/\1>))"
 )
@@ -537,12 +545,18 @@ _FAST_UNSUPPORTED_ATTR = re.compile(r"""=\s*(?:"[^"<]*>|'[^'<]*>)""")
 # Cells as spreadsheet programs write them are read whole by the first alternative
 # (column letters, style, type, then a value or an inline string); any other cell
 # by the second, with its content up to the first </c> (none when it closes itself);
-# row tags by the last two. Matches never overlap, so one finditer walks the sheet.
+# row tags by the next two, and whatever else there is, up to the next "<", by the
+# last. Matches never overlap and follow one another, so one finditer walks the
+# whole sheet. Optional parts are spelled "(?:...|)": the same match as "(?:...)?",
+# found with less work.
 _FAST_TAG = re.compile(
-    r'<c(?: r="([A-Z]{1,3})\d+")?(?: s="(\d+)")?(?: t="(\w+)")?>'
-    r'(?:<v>([^<&\r]*)</v>|<is><t(?: xml:space="preserve")?>([^<&\r]*)</t></is>)</c>'
+    r'<c(?: r="([A-Z]{1,3})\d+"|)(?: s="(\d+)"|)(?: t="(\w+)"|)>'
+    r"(?:<v>([^<&\r>\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*)</v>"
+    r'|<is><t(?: xml:space="preserve"|)>([^<&\r>\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*)</t></is>)'
+    r"</c>"
     r"|<c\b(?:([^>]*/)>|([^>]*)>(.*?)(?:</c>|\Z))"
-    r"|<row\b([^>]*)>|</row>",
+    r"|<row\b([^>]*)>|</row>"
+    r"|(<[^<]*|[^<]+)",
     re.S,
 )
 _FAST_ROW_REF = re.compile(r' r="([^"&\r]*)"')
@@ -575,8 +589,11 @@ def _fast_attrs(raw: str) -> dict[str, str]:
     return out
 
 
-def _fast_sheet(data: bytes) -> str | None:
-    """The worksheet's text when the quick reader may read it (see above), else None."""
+_Rows = list[tuple[str | None, list[str]]]
+
+
+def _fast_sheet(data: bytes, book: _Workbook) -> _Rows | None:
+    """The worksheet's rows read the quick way (see above), or None: use ElementTree."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     declared = _XML_ENCODING.match(data)
@@ -586,41 +603,93 @@ def _fast_sheet(data: bytes) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _FAST_UNSUPPORTED_TAG.search(text) or _FAST_UNSUPPORTED_ATTR.search(text):
+    residue: list[str] = []
+    try:
+        rows = list(_fast_rows(text, book, residue))
+    except Exception:
+        # A value the reader cannot show (a date past 9999, a bad character reference):
+        # ElementTree's way emits the same rows before it and fails on it alike, or
+        # reports the malformed sheet as it always has.
+        return None
+    rest = "".join(residue)
+    if _FAST_UNSUPPORTED_TAG.search(rest) or _FAST_UNSUPPORTED_ATTR.search(rest):
         return None
     parser = expat.ParserCreate()
     try:
-        parser.Parse(data, True)
+        parser.Parse(rest.encode("utf-8"), True)
     except expat.ExpatError:
         return None  # ElementTree reports it as it always has
-    return text
+    return rows
 
 
-def _fast_rows(text: str, book: _Workbook) -> Iterator[tuple[str | None, dict[int, str]]]:
-    """(the row's r attribute, column -> value) of every row, as _element_rows reads them."""
-    cells: dict[int, str] = {}
+def _fast_rows(
+    text: str, book: _Workbook, residue: list[str]
+) -> Iterator[tuple[str | None, list[str]]]:
+    """(the row's r attribute, its values) of every row, as _element_rows and _dense read them.
+
+    Appends the sheet's residue (see above) to `residue` as it goes.
+    """
+    # While a row's cells come column after column from A (as they usually do), their
+    # values go straight into the list _dense would make; the first cell out of that
+    # order turns the row into a column -> value map, as _element_rows keeps it.
+    values: list[str] = []
+    cells: dict[int, str] | None = None
     next_column = 0
     row_ref: str | None = None
     letters_index = _letters_index
     shown = _shown
+    keep = residue.append
+    run = 0  # cells in the common form since the last piece of residue
+    # Date cells (a style that shows a date, a whole number of days, as most dates
+    # of birth are) read straight from their day number: _shown's result, with less
+    # work. Any other form, and any serial _excel_date refuses, go through _shown.
+    date_styles = {str(index) for index in book.dates}
+    day0, first_day = (_BASE_1904, 0) if book.date1904 else (_BASE_1900, 61)
+    last_day = min(2958465, _MAX_ORDINAL - day0)
+    from_ordinal = date.fromordinal
     for m in _FAST_TAG.finditer(text):
         # One call for all the groups: most tags are cells, and group() per field adds up.
-        letters, style, kind, raw, inline, closed, attrs_raw, inner, row_attrs = m.groups()
+        letters, style, kind, raw, inline, closed, attrs_raw, inner, row_attrs, other = m.groups()
         if raw is not None or inline is not None:  # a cell in the common form
+            run += 1
             column = letters_index(letters) if letters else next_column
-            next_column = column + 1
             if kind == "inlineStr":
                 value = inline or ""  # what _shown makes of its one text, if any
+            elif (
+                style in date_styles
+                and (kind is None or kind == "n")
+                and raw  # not None: not an inline string
+                and len(raw) <= 7
+                and raw.isdigit()
+                and raw.isascii()
+                and first_day <= int(raw) <= last_day
+            ):
+                value = from_ordinal(day0 + int(raw)).isoformat()
             else:
                 value = shown(kind or "n", raw, (), style or "0", book)
-            if value:
-                cells[column] = value
+            if column == next_column and cells is None:
+                values.append(value)
+            else:
+                if cells is None:
+                    cells = {index: value for index, value in enumerate(values) if value}
+                if value:
+                    cells[column] = value
+            next_column = column + 1
             continue
+        if run:
+            keep("<c/>" if run == 1 else "<c/><c/>")
+            run = 0
+        if other is not None:  # text between tags, or any other tag
+            keep(other)
+            continue
+        keep(m.group())
         if attrs_raw is not None or closed is not None:  # any other cell
             attrs = _fast_attrs(closed if closed is not None else attrs_raw)
             found = _column(attrs.get("r"))
             column = found if found is not None else next_column
             next_column = column + 1
+            if cells is None:
+                cells = {index: value for index, value in enumerate(values) if value}
             raw = None
             texts: list[str] = []
             if inner is not None:
@@ -641,10 +710,30 @@ def _fast_rows(text: str, book: _Workbook) -> Iterator[tuple[str | None, dict[in
             if not row_attrs.endswith("/"):
                 continue  # its cells follow
         # </row>, or a row that closes itself
-        yield row_ref, cells
-        cells = {}
+        if cells is None:
+            while values and not values[-1]:
+                values.pop()
+            if len(values) > _MAX_DENSE_COLUMNS:
+                values = [value for value in values if value]
+            yield row_ref, values
+        else:
+            yield row_ref, _dense(cells)
+        values = []
+        cells = None
         next_column = 0
         row_ref = None
+    if run:
+        keep("<c/>" if run == 1 else "<c/><c/>")
+
+
+def _dense(cells: dict[int, str]) -> list[str]:
+    """A row's values in column order, "" for the empty columns up to the last filled one."""
+    if not cells:
+        return []
+    width = max(cells) + 1
+    if width <= _MAX_DENSE_COLUMNS:
+        return list(map(cells.get, range(width), repeat("", width)))
+    return [cells[i] for i in sorted(cells)]
 
 
 def _sheet_rows(
@@ -653,9 +742,10 @@ def _sheet_rows(
     """Emit each non-empty row of one worksheet as a row segment."""
     labeler = RowLabeler()
     row_counter = 0
-    text = _fast_sheet(data)
-    rows = _fast_rows(text, book) if text is not None else _element_rows(data, book)
-    for ref, cells in rows:
+    rows: Iterable[tuple[str | None, list[str]]] | None = _fast_sheet(data, book)
+    if rows is None:
+        rows = ((ref, _dense(cells)) for ref, cells in _element_rows(data, book))
+    for ref, values in rows:
         ctx.check_time()
         row_counter += 1
         try:
@@ -663,15 +753,10 @@ def _sheet_rows(
         except ValueError:
             row_number = row_counter
         row_counter = row_number
-        if cells:
-            width = max(cells) + 1
-            if width <= _MAX_DENSE_COLUMNS:
-                values = list(map(cells.get, range(width), repeat("", width)))
-            else:
-                values = [cells[i] for i in sorted(cells)]
+        if values:
             text_ = labeler.render(values)
             if text_:
-                ctx.text(f"{location}/row {row_number}", text_, kind, is_row=True)
+                ctx.row(f"{location}/row {row_number}", text_, kind)
 
 
 def _element_rows(data: bytes, book: _Workbook) -> Iterator[tuple[str | None, dict[int, str]]]:

@@ -124,7 +124,7 @@ def extract_csv(
                 ctx.check_time()
             rendered = labeler.render(row)
             if rendered:
-                ctx.text(f"{location}/row {number}", rendered, kind, is_row=True)
+                ctx.row(f"{location}/row {number}", rendered, kind)
     except csv.Error:
         # A field over the csv module's size limit or a stray NUL: the rest is
         # still text, so scan it line by line rather than give up on it.
@@ -132,4 +132,4 @@ def extract_csv(
         for offset, line in enumerate(rest, number + 1):
             if offset % 256 == 0:
                 ctx.check_time()
-            ctx.text(f"{location}/row {offset}", line, kind, is_row=True)
+            ctx.row(f"{location}/row {offset}", line, kind)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from policies.extract.context import Context
+from policies.extract.context import BudgetExhausted, Context
 from policies.extract.model import Limits, Segment
 from policies.extract.office import _excel_date
 from policies.extract.tabular import CELL_SEPARATOR, RowLabeler, _looks_like_header
@@ -127,3 +127,23 @@ def test_segments_are_the_dataclass_they_always_were() -> None:
     assert [vars(s) for s in got] == [vars(s) for s in expected]
     with pytest.raises(AttributeError):
         got[0].text = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("budget", [1000, 30, 25, 12, 11, 5])
+def test_a_row_is_kept_as_text_keeps_it_budget_included(budget: int) -> None:
+    rows = ["Name:  Jane Roe ", "", "  ", "MRN: 448812\u00a0", "x\ty"]
+    results = []
+    for way in ("row", "text"):
+        ctx = Context(Limits(max_text_chars=budget))
+        try:
+            for number, text in enumerate(rows, 1):
+                if way == "row":
+                    ctx.row(f"sheet 1/row {number}", text, "attachment")
+                else:
+                    ctx.text(f"sheet 1/row {number}", text, "attachment", is_row=True)
+            error = None
+        except BudgetExhausted as exc:
+            error = str(exc)
+        results.append((ctx.result().segments, ctx.text_chars, error))
+    assert results[0] == results[1]
+    assert [vars(s) for s in results[0][0]] == [vars(s) for s in results[1][0]]
