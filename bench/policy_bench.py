@@ -126,6 +126,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    # Per message (in order): MB/s of its extracted text per CPU-second, all runs.
+    mb_per_cpu_s_each: tuple[float, ...] = ()
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -145,13 +147,14 @@ def measure(name: str, messages: Sequence[bytes], runs: int, ruleset: Ruleset) -
     sizes = [text_bytes(extract(raw)) for raw in messages]
     evaluate(messages[0], SENDER, RCPTS, ruleset)  # warm caches (lexicons, regexes)
     latencies: list[float] = []
-    cpu = 0.0
+    each = [0.0] * len(messages)
     for _ in range(runs):
-        for raw in messages:
+        for i, raw in enumerate(messages):
             c0, t0 = time.process_time(), time.perf_counter()
             evaluate(raw, SENDER, RCPTS, ruleset)
             latencies.append(time.perf_counter() - t0)
-            cpu += time.process_time() - c0
+            each[i] += time.process_time() - c0
+    cpu = sum(each)
     total_text = sum(sizes) * runs
     return Result(
         name=name,
@@ -163,6 +166,7 @@ def measure(name: str, messages: Sequence[bytes], runs: int, ruleset: Ruleset) -
         p50_ms=percentile(latencies, 0.50) * 1e3,
         p99_ms=percentile(latencies, 0.99) * 1e3,
         max_ms=max(latencies) * 1e3,
+        mb_per_cpu_s_each=tuple(size * runs / 1e6 / c for size, c in zip(sizes, each, strict=True)),
     )
 
 
@@ -382,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     mixes = cpu_by_mix(medium, ruleset, 3)
     print("~100 KB, worst CPU ms per message by mix (least of 3 runs each): " + ", ".join(
         f"{mix} {ms:.1f}" for mix, ms in mixes.items()))  # fmt: skip
+    # The large messages were built with seeds 100, 101...: the mix is seed % 3.
+    large_each = results[-1].mb_per_cpu_s_each
+    print("~5 MB, MB/s per core by mix: " + ", ".join(
+        f"{MIXES[(100 + i) % 3]} {v:.2f}" for i, v in enumerate(large_each)))  # fmt: skip
     report: dict[str, Any] = {"results": [asdict(r) for r in results], "cpu_ms_by_mix": mixes}
     if not args.no_presidio:
         scanner = presidio_scanner()
