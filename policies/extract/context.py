@@ -93,21 +93,8 @@ class Context:
         self._segments.append(segment)
 
     def row(self, location: str, text: str, kind: SegmentKind) -> None:
-        """Keep one table row: text(location, text, kind, is_row=True), called once per row."""
-        clean = normalize(text)
-        if not clean:
-            return
-        total = self.text_chars + len(clean)
-        if total > self.limits.max_text_chars:
-            self._overflow(location, clean, kind, True)
-        self.text_chars = total
-        segment = _new_object(Segment)
-        fields = segment.__dict__
-        fields["location"] = location
-        fields["text"] = clean
-        fields["kind"] = kind
-        fields["is_row"] = True
-        self._segments.append(segment)
+        """Keep one table row: text(location, text, kind, is_row=True)."""
+        self.text(location, text, kind, True)
 
     def _overflow(self, location: str, clean: str, kind: SegmentKind, is_row: bool) -> NoReturn:
         """Keep what still fits of a text past the budget, and stop."""
