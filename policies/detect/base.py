@@ -8,7 +8,7 @@ can be counted once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -83,6 +83,33 @@ class Detector(Protocol):
     def scan(self, seg: SegmentLike, low: str, ctx: ScanContext = NO_CONTEXT) -> Iterable[Finding]:
         """Findings in seg.text; low is lower_same_length(seg.text)."""
         ...
+
+
+# Patterns that start with a character class (\d, [a-z]) make the regex engine
+# try a match at every such character, which is slow on digit-heavy tables; one
+# that starts with a literal is found by a far quicker skip. So several detectors
+# search a same-length "shadow" of an ASCII text where each class their pattern
+# asks about is one literal (on ASCII, \d is [0-9]), and confirm each hint on
+# the text itself. This shadow turns every digit into "0".
+ZERO_DIGITS = str.maketrans(dict.fromkeys("0123456789", "0"))
+
+
+def finditer_rough(
+    pattern: re.Pattern[str], text: str, rough: re.Pattern[str], shadow: str, lead: int = 0
+) -> Iterator[re.Match[str]]:
+    """pattern.finditer(text), tried only where `rough` matches `shadow` (same length).
+
+    Wherever pattern matches the text at i, rough must match the shadow at i + lead.
+    """
+    pos = lead
+    search, match = rough.search, pattern.match
+    while (hint := search(shadow, pos)) is not None:
+        m = match(text, hint.start() - lead)
+        if m is None:
+            pos = hint.start() + 1
+        else:
+            yield m
+            pos = m.end() + lead  # never empty
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

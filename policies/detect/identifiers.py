@@ -17,10 +17,12 @@ from collections.abc import Iterator
 
 from policies.detect.base import (
     NO_CONTEXT,
+    ZERO_DIGITS,
     Finding,
     ScanContext,
     SegmentLike,
     digits,
+    finditer_rough,
     mask_token,
     near,
     starts_token,
@@ -32,34 +34,8 @@ from policies.detect.dates import DATE_PATTERN, DATE_RE, iso_date, parse_date
 # tables make thousands of findings per detector.
 _new = tuple.__new__
 
-# Patterns that start with a character class (\d, [a-z]) make the regex engine
-# try a match at every such character, which is slow on digit-heavy tables; one
-# that starts with a literal is found by a far quicker skip. So several patterns
-# run on a same-length "shadow" of an ASCII text, where each class the pattern
-# asks about is one literal: every digit "0", say, for a pattern that only asks
-# whether a character is a digit (on ASCII, \d is [0-9]). Spans are the same in
-# both; values are always sliced from the text itself.
-_ZERO_DIGITS = str.maketrans(dict.fromkeys(string.digits, "0"))
 # Below this length the copy costs more than the plain search it would speed up.
 _SHADOW_MIN = 2000
-
-
-def _finditer_rough(
-    pattern: re.Pattern[str], text: str, rough: re.Pattern[str], shadow: str
-) -> Iterator[re.Match[str]]:
-    """pattern.finditer(text), tried only where `rough` matches `shadow` (same length).
-
-    rough must match the shadow at every position where pattern matches the text.
-    """
-    pos = 0
-    search, match = rough.search, pattern.match
-    while (hint := search(shadow, pos)) is not None:
-        m = match(text, hint.start())
-        if m is None:
-            pos = hint.start() + 1
-        else:
-            yield m
-            pos = m.end()  # never empty
 
 
 # A separator inside an identifier: a dash (maybe with spaces or a line break
@@ -158,7 +134,7 @@ class SsnDetector:
         text = seg.text
         if text.isascii():
             shadow = text.translate(_SSN_SHADOW)
-            shapes = _finditer_rough(_SSN_SHAPE_RE, text, _SSN_SHAPE_ROUGH_RE, shadow)
+            shapes = finditer_rough(_SSN_SHAPE_RE, text, _SSN_SHAPE_ROUGH_RE, shadow)
         else:
             shadow = ""
             shapes = _SSN_SHAPE_RE.finditer(text)
@@ -190,7 +166,7 @@ class SsnDetector:
         if not (keyword_in_header or _hinted(low, _SSN_KW_HINTS)):
             return  # a bare nine-digit number counts only beside a keyword
         if shadow:
-            bare = _finditer_rough(_SSN_BARE_RE, text, _SSN_BARE_ROUGH_RE, shadow)
+            bare = finditer_rough(_SSN_BARE_RE, text, _SSN_BARE_ROUGH_RE, shadow)
         else:
             bare = _SSN_BARE_RE.finditer(text)
         for m in bare:
@@ -822,16 +798,7 @@ _PHONE_KEY = "phone\x00"  # value_key's prefix for phone numbers
 
 def _bare_phones(text: str) -> Iterator[re.Match[str]]:
     """_PHONE_RES[1].finditer(text) for an ASCII text, tried only where its shadow may match."""
-    shadow = text.translate(_PHONE_SHADOW)
-    search, match = _PHONE_ROUGH_RE.search, _PHONE_RES[1].match
-    pos = 2  # a match at i has its hint at i + 2
-    while (hint := search(shadow, pos)) is not None:
-        m = match(text, hint.start() - 2)
-        if m is None:
-            pos = hint.start() + 1
-        else:
-            yield m
-            pos = m.end() + 2  # never empty
+    return finditer_rough(_PHONE_RES[1], text, _PHONE_ROUGH_RE, text.translate(_PHONE_SHADOW), 2)
 
 
 class PhoneDetector:
@@ -932,7 +899,7 @@ _STREET_RE = re.compile(
 # dates and numbers), the digit-by-digit search above is not worth running.
 _STREET_SUFFIX_RE = re.compile(r"\s" + _STREET_SUFFIX)
 _ZIP_RE = re.compile(r"\b[a-z]{2}\.?,?\s+(\d{5})(?:-\d{4})?(?!\d)|,\s*(\d{5})(?:-\d{4})?(?!\d)")
-# Where _ZIP_RE matches an ASCII text, its five digits are in the _ZERO_DIGITS
+# Where _ZIP_RE matches an ASCII text, its five digits are in the ZERO_DIGITS
 # shadow: after a space or a comma, and before no other digit.
 _ZIP_ZERO_RE = re.compile(r"00000(?!0)(?<=[\s,]00000)")
 
@@ -952,7 +919,7 @@ class AddressDetector:
         if (
             len(low) >= _SHADOW_MIN
             and low.isascii()
-            and not _ZIP_ZERO_RE.search(low.translate(_ZERO_DIGITS))
+            and not _ZIP_ZERO_RE.search(low.translate(ZERO_DIGITS))
         ):
             return
         if not _STREET_SUFFIX_RE.search(low):

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 
 from policies.detect.base import (
     NO_CONTEXT,
+    ZERO_DIGITS,
     Finding,
     ScanContext,
     SegmentLike,
+    finditer_rough,
     luhn_ok,
     near,
     starts_token,
@@ -25,10 +27,8 @@ _NPI_RE = re.compile(r"([12]\d{9})(?![\d-])")
 _NPI_KW_RE = re.compile(r"\bnpi\b|national provider")
 _DEA_RE = re.compile(r"([ABCDEFGHJKLMPRSTUX][A-Z9])(\d{7})(?![A-Za-z0-9])")
 # Both patterns start with a character class, which the regex engine tries at
-# every such character of a table full of digits and capitals. On ASCII text
-# (where \d is [0-9]) they are looked for on a same-length copy with every digit
-# "0", where the runs of digits they need start with a literal the engine skips to.
-_ZERO_DIGITS = str.maketrans(dict.fromkeys("0123456789", "0"))
+# every such character of a table full of digits and capitals: on ASCII text
+# they are looked for on the ZERO_DIGITS shadow (see base.finditer_rough).
 _TEN_DIGITS_RE = re.compile("0" * 10)
 _DIGIT_RUN_RE = re.compile("0000000" + "0*")  # a literal start the engine skips to
 
@@ -38,15 +38,7 @@ def _npi_matches(text: str) -> Iterator[re.Match[str]]:
     if not text.isascii():
         yield from _NPI_RE.finditer(text)
         return
-    shadow = text.translate(_ZERO_DIGITS)
-    pos = 0
-    while (hint := _TEN_DIGITS_RE.search(shadow, pos)) is not None:
-        m = _NPI_RE.match(text, hint.start())
-        if m is None:
-            pos = hint.start() + 1
-        else:
-            yield m
-            pos = m.end()
+    yield from finditer_rough(_NPI_RE, text, _TEN_DIGITS_RE, text.translate(ZERO_DIGITS))
 
 
 def _dea_matches(text: str) -> Iterator[re.Match[str]]:
@@ -59,7 +51,7 @@ def _dea_matches(text: str) -> Iterator[re.Match[str]]:
     if not text.isascii():
         yield from _DEA_RE.finditer(text)
         return
-    for run in _DIGIT_RUN_RE.finditer(text.translate(_ZERO_DIGITS)):
+    for run in _DIGIT_RUN_RE.finditer(text.translate(ZERO_DIGITS)):
         start = run.end() - 9
         if run.end() - run.start() <= 8 and start >= 0:
             m = _DEA_RE.match(text, start)
